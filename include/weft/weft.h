@@ -1,0 +1,13 @@
+/* weft/weft.h: everything public in weft. */
+#ifndef WEFT_WEFT_H
+#define WEFT_WEFT_H
+
+#include "weft/blocking.h"
+#include "weft/common.h"
+#include "weft/error.h"
+#include "weft/io.h"
+#include "weft/runtime.h"
+#include "weft/signal.h"
+#include "weft/sync.h"
+
+#endif

@@ -1,0 +1,157 @@
+/* blocking.c: the pool of threads that run calls which must block (weft_blocking).
+ *
+ * A caller's job lives on its own (parked) stack. The park commit step queues it, so a
+ * pool thread can only finish it — and ready the caller — after the caller is off its
+ * stack. Threads are started on demand up to the bound and leave after IDLE_EXIT_NS idle.
+ *
+ * pool.lock guards everything in struct pool; it is a leaf lock (weft__ready is called
+ * after releasing it). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/sched.h"
+#include "weft/blocking.h"
+
+#define IDLE_EXIT_NS (10ll * 1000000000)
+
+struct job {
+  long (*fn)(void *);
+  void *arg;
+  long result;
+  struct coro *caller;
+  unsigned gen;            /* pool.gen when queued */
+  struct job *next;
+};
+
+static struct pool {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;     /* signalled when a job is queued or on shutdown */
+  pthread_cond_t drained;  /* signalled when a thread exits */
+  struct job *head, *tail; /* queued jobs, FIFO */
+  int threads, idle, max;
+  bool stopping;
+  unsigned gen;            /* bumped when a runtime stops: its callers are gone */
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER,
+        .cond = PTHREAD_COND_INITIALIZER,
+        .drained = PTHREAD_COND_INITIALIZER};
+
+static struct job *take_job_locked(void)
+{
+  struct job *j = pool.head;
+  if (j) {
+    pool.head = j->next;
+    if (!pool.head)
+      pool.tail = NULL;
+  }
+  return j;
+}
+
+static void *pool_thread(void *unused)
+{
+  pthread_mutex_lock(&pool.lock);
+  for (;;) {
+    struct job *j = take_job_locked();
+    if (j) {
+      pthread_mutex_unlock(&pool.lock);
+      j->result = j->fn(j->arg);
+      pthread_mutex_lock(&pool.lock);
+      if (j->gen == pool.gen) {
+        /* The runtime that queued it still runs (fini takes this lock to end it). */
+        weft__ready(j->caller);
+        weft__blocking_add(-1); /* after ready: see deadlock detection */
+      }
+      continue;
+    }
+    if (pool.stopping)
+      break;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += IDLE_EXIT_NS / 1000000000;
+    pool.idle++;
+    int rc = pthread_cond_timedwait(&pool.cond, &pool.lock, &until);
+    pool.idle--;
+    if (rc == ETIMEDOUT && !pool.head)
+      break;
+  }
+  pool.threads--;
+  pthread_cond_broadcast(&pool.drained);
+  pthread_mutex_unlock(&pool.lock);
+  return NULL;
+}
+
+static bool enqueue_commit(struct coro *c, void *arg)
+{
+  struct job *j = arg;
+  bool start_thread = false;
+  pthread_mutex_lock(&pool.lock);
+  j->next = NULL;
+  j->gen = pool.gen;
+  if (pool.tail)
+    pool.tail->next = j;
+  else
+    pool.head = j;
+  pool.tail = j;
+  if (pool.idle > 0) {
+    pthread_cond_signal(&pool.cond);
+  } else if (pool.threads < pool.max) {
+    pool.threads++;
+    start_thread = true;
+  }
+  pthread_mutex_unlock(&pool.lock);
+  if (start_thread) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, pool_thread, NULL) != 0) {
+      pthread_mutex_lock(&pool.lock);
+      pool.threads--;
+      bool none = pool.threads == 0;
+      pthread_mutex_unlock(&pool.lock);
+      if (none)
+        weft__die("weft: cannot start a blocking-pool thread");
+    }
+    pthread_attr_destroy(&attr);
+  }
+  return true;
+}
+
+long weft_blocking(long (*fn)(void *arg), void *arg)
+{
+  struct coro *self = weft__current();
+  if (!fn)
+    return -EINVAL;
+  if (!self)
+    return fn(arg);
+  struct job j = {.fn = fn, .arg = arg, .caller = self};
+  weft__blocking_add(1);
+  weft__park("blocking call", enqueue_commit, &j);
+  return j.result;
+}
+
+int weft__blocking_init(int max_threads)
+{
+  pthread_mutex_lock(&pool.lock);
+  pool.max = max_threads;
+  pool.stopping = false;
+  pthread_mutex_unlock(&pool.lock);
+  return 0;
+}
+
+/* Stop the pool: idle threads leave now; a thread still inside a call leaves after it.
+ * Waits for threads that are not inside a call. */
+void weft__blocking_fini(void)
+{
+  pthread_mutex_lock(&pool.lock);
+  pool.stopping = true;
+  pool.gen++;
+  while (pool.head) /* queued, never started: their callers are abandoned with them */
+    take_job_locked();
+  pthread_cond_broadcast(&pool.cond);
+  while (pool.threads > 0 && pool.idle > 0)
+    pthread_cond_wait(&pool.drained, &pool.lock);
+  pthread_mutex_unlock(&pool.lock);
+}

@@ -1,0 +1,260 @@
+/* coro.c: coroutine records: spawn, first run, exit, the registry of live coroutines,
+ * and the calls a coroutine makes about itself (id, name, sleep).
+ *
+ * A record is allocated at spawn; its stack only when it first runs (a burst of short
+ * coroutines then needs few stacks, all warm from the worker's cache). Records and stacks
+ * of exited coroutines are recycled through the worker that ran the exit.
+ *
+ * Invariant: a coroutine is in its registry from spawn until weft__coro_destroy, and
+ * sched.ncoros counts exactly those. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/sanitizer.h"
+#include "core/sched.h"
+#include "weft/runtime.h"
+
+#if WEFT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+#define FREE_CORO_MAX 256 /* recycled records kept per worker */
+
+/* ---- registry ---- */
+
+void weft__registry_init(struct registry *r)
+{
+  atomic_init(&r->lock.held, 0);
+  r->head.reg_next = r->head.reg_prev = &r->head;
+}
+
+void weft__registry_add(struct registry *r, struct coro *c)
+{
+  c->reg = r;
+  spin_lock(&r->lock);
+  c->reg_next = &r->head;
+  c->reg_prev = r->head.reg_prev;
+  r->head.reg_prev->reg_next = c;
+  r->head.reg_prev = c;
+  spin_unlock(&r->lock);
+}
+
+void weft__registry_remove(struct coro *c)
+{
+  struct registry *r = c->reg;
+  spin_lock(&r->lock);
+  c->reg_prev->reg_next = c->reg_next;
+  c->reg_next->reg_prev = c->reg_prev;
+  c->reg_next = c->reg_prev = NULL;
+  spin_unlock(&r->lock);
+}
+
+/* ---- records ---- */
+
+static struct coro *coro_alloc(struct worker *w)
+{
+  struct coro *c;
+  if (w && w->free_coros) {
+    c = w->free_coros;
+    w->free_coros = c->next;
+    w->nfree_coros--;
+  } else {
+    c = malloc(sizeof *c);
+    if (!c)
+      return NULL;
+  }
+  memset(c, 0, sizeof *c);
+  return c;
+}
+
+static void coro_free(struct worker *w, struct coro *c)
+{
+  if (w && w->nfree_coros < FREE_CORO_MAX) {
+    c->next = w->free_coros;
+    w->free_coros = c;
+    w->nfree_coros++;
+  } else {
+    free(c);
+  }
+}
+
+/* Free the records cached by w (worker shutdown). */
+void weft__coro_cache_drain(struct worker *w)
+{
+  while (w->free_coros) {
+    struct coro *c = w->free_coros;
+    w->free_coros = c->next;
+    free(c);
+  }
+  w->nfree_coros = 0;
+}
+
+static void coro_entry(void *arg);
+
+bool weft__coro_bind_stack(struct worker *w, struct coro *c)
+{
+  c->stack = stack_alloc(&w->stacks, c->stack_size);
+  if (!c->stack)
+    return false;
+#if WEFT_ASAN
+  /* A recycled stack may still carry the poison of frames that never returned (the
+   * previous owner's exit path). */
+  ASAN_UNPOISON_MEMORY_REGION(c->stack->lo, c->stack->size);
+#endif
+  weft__ctx_make(&c->ctx, c->stack->lo, c->stack->size, coro_entry, c);
+  return true;
+}
+
+/* Release what an exited (or abandoned, at shutdown) coroutine holds. w may be NULL. */
+void weft__coro_release(struct worker *w, struct coro *c)
+{
+  weft__registry_remove(c);
+  if (c->stack)
+    stack_free(w ? &w->stacks : NULL, c->stack);
+  c->stack = NULL;
+#if WEFT_TSAN
+  __tsan_destroy_fiber(c->tsan_fiber);
+#endif
+  coro_free(w, c);
+}
+
+void weft__coro_destroy(struct worker *w, struct coro *c)
+{
+  weft__coro_release(w, c);
+  atomic_fetch_sub(&weft__sched.ncoros, 1);
+}
+
+static void coro_entry(void *arg)
+{
+  struct coro *self = arg;
+  weft__after_switch(self);
+  self->fn(self->arg);
+  weft__switch_exit(self);
+}
+
+/* ---- spawn ---- */
+
+int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts,
+               const char *file, int line, const char *func)
+{
+  struct worker *w = weft__this_worker();
+  struct coro *c;
+
+  if (!fn)
+    return -EINVAL;
+  if (!weft__sched.workers || atomic_load(&weft__sched.stopping))
+    return -EPERM;
+  c = coro_alloc(w);
+  if (!c)
+    return -ENOMEM;
+  c->fn = fn;
+  c->arg = arg;
+  c->file = file;
+  c->line = line;
+  c->func = func;
+  c->stack_size = opts ? opts->stack_size : 0;
+  if (opts && opts->name)
+    snprintf(c->name, sizeof c->name, "%s", opts->name);
+  c->id = atomic_fetch_add_explicit(&weft__sched.next_id, 1, memory_order_relaxed);
+  atomic_init(&c->state, CORO_NEW);
+#if WEFT_TSAN
+  c->tsan_fiber = __tsan_create_fiber(0);
+#endif
+  atomic_fetch_add(&weft__sched.ncoros, 1);
+  weft__registry_add(w ? &w->reg : &weft__sched.foreign_reg, c);
+  if (w)
+    weft__runq_put(w, c);
+  else
+    weft__global_put(c);
+  weft__wake_one();
+  return 0;
+}
+
+/* ---- self ---- */
+
+uint64_t weft_self_id(void)
+{
+  struct coro *c = weft__current();
+  return c ? c->id : 0;
+}
+
+const char *weft_self_name(void)
+{
+  struct coro *c = weft__current();
+  return c ? c->name : NULL;
+}
+
+void weft_set_name(const char *name)
+{
+  struct coro *c = weft__current();
+  if (c)
+    snprintf(c->name, sizeof c->name, "%s", name ? name : "");
+}
+
+int weft_in_coroutine(void)
+{
+  return weft__current() != NULL;
+}
+
+int weft_procs(void)
+{
+  return weft__sched.workers ? weft__sched.nworkers : 0;
+}
+
+long weft_coroutine_count(void)
+{
+  return atomic_load(&weft__sched.ncoros);
+}
+
+int64_t weft_now(void)
+{
+  return now_ns();
+}
+
+/* ---- sleep ---- */
+
+static void sleep_timer_fired(struct timer *t)
+{
+  weft__ready(t->arg);
+}
+
+/* Commit step of a sleep: arm the timer now that the coroutine is off its stack. */
+static bool sleep_commit(struct coro *c, void *arg)
+{
+  int64_t *deadline = arg;
+  c->sleep_timer.fn = sleep_timer_fired;
+  c->sleep_timer.arg = c;
+  return weft__timer_start(&c->sleep_timer, *deadline) == 0;
+}
+
+void weft_sleep_until(int64_t deadline)
+{
+  struct coro *self = weft__current();
+  if (!self) {
+    int64_t now = now_ns();
+    if (deadline > now) {
+      struct timespec ts = {(time_t)((deadline - now) / 1000000000),
+                            (long)((deadline - now) % 1000000000)};
+      while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+      }
+    }
+    return;
+  }
+  if (deadline <= now_ns()) {
+    weft_yield();
+    return;
+  }
+  weft__park("sleep", sleep_commit, &deadline);
+  timer_stop(&self->sleep_timer); /* waits for the callback to be done with the timer */
+}
+
+void weft_sleep(int64_t ns)
+{
+  if (ns <= 0) {
+    weft_yield();
+    return;
+  }
+  weft_sleep_until(now_ns() + ns);
+}

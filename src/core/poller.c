@@ -1,0 +1,442 @@
+/* poller.c: the epoll network poller and fd readiness waits.
+ *
+ * Every registered fd has a poll descriptor (struct pollfd_desc) with one slot per
+ * direction. A slot holds
+ *   0           nothing happened, nobody waits
+ *   SLOT_READY  the fd became ready and nobody has consumed that yet
+ *   a coro *    that coroutine is parked waiting for readiness
+ * epoll is edge-triggered, so readiness is recorded in the slot when it arrives and
+ * consumed by the next waiter; no event is lost between a failed read and the park.
+ *
+ * Protocol (all slot changes are CAS, no lock):
+ *   waiter:  READY -> 0 and return; or, in the park commit step, 0 -> self (if the CAS
+ *            fails readiness arrived meanwhile: the park is abandoned and it retries).
+ *   event:   anything -> READY; if it displaced a coroutine, ready it.
+ *   timeout: self -> 0, then ready it with -ETIMEDOUT.
+ *   forget:  bump gen, then wake any waiter; waiters that see a new gen return -EBADF.
+ * Exactly one of event, timeout and forget wins the CAS away from a parked coroutine, and
+ * only the winner readies it.
+ *
+ * Descriptors live in a two-level table indexed by fd and are never freed while the
+ * runtime runs (a late event for a forgotten fd finds a harmless, idle descriptor). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/sched.h"
+#include "weft/io.h"
+
+#define SLOT_READY ((uintptr_t)1)
+#define CHUNK_BITS 12
+#define CHUNK_SIZE (1 << CHUNK_BITS)
+#define MAX_CHUNKS 1024 /* fds below 4,194,304 */
+#define MAX_EVENTS 128
+
+enum pd_kind { PD_FD, PD_WAKE, PD_SIGNAL };
+
+struct pollfd_desc {
+  int fd;
+  enum pd_kind kind;
+  atomic_uint gen;          /* bumped by forget; waiters compare */
+  atomic_bool registered;   /* in the epoll set */
+  _Atomic uintptr_t slot[2]; /* [0] read, [1] write */
+  spinlock reg_lock;        /* serialises register and forget of this fd */
+};
+
+struct io_wait {
+  struct pollfd_desc *pd;
+  int dir;
+  struct coro *self;
+  struct timer timer;
+};
+
+static int epfd = -1;
+static int wake_fd = -1;
+static atomic_bool wake_pending;
+static struct pollfd_desc wake_desc;
+static struct pollfd_desc *_Atomic chunks[MAX_CHUNKS];
+
+/* ---- descriptor table ---- */
+
+static struct pollfd_desc *pd_lookup(int fd, bool create)
+{
+  if (fd < 0 || fd >= MAX_CHUNKS * CHUNK_SIZE)
+    return NULL;
+  struct pollfd_desc *chunk = atomic_load_explicit(&chunks[fd >> CHUNK_BITS],
+                                                   memory_order_acquire);
+  if (!chunk) {
+    if (!create)
+      return NULL;
+    struct pollfd_desc *fresh = calloc(CHUNK_SIZE, sizeof *fresh);
+    if (!fresh)
+      return NULL;
+    for (int i = 0; i < CHUNK_SIZE; i++)
+      fresh[i].fd = (fd & ~(CHUNK_SIZE - 1)) + i;
+    if (!atomic_compare_exchange_strong(&chunks[fd >> CHUNK_BITS], &chunk, fresh))
+      free(fresh); /* another thread installed one: use it */
+    else
+      chunk = fresh;
+  }
+  return &chunk[fd & (CHUNK_SIZE - 1)];
+}
+
+int weft_fd_register(int fd)
+{
+  struct pollfd_desc *pd = pd_lookup(fd, true);
+  int err = 0;
+  if (!pd)
+    return fd < 0 ? -EBADF : (fd >= MAX_CHUNKS * CHUNK_SIZE ? -EINVAL : -ENOMEM);
+  if (atomic_load_explicit(&pd->registered, memory_order_acquire))
+    return 0;
+  spin_lock(&pd->reg_lock);
+  if (!atomic_load(&pd->registered)) {
+    int flags = fcntl(fd, F_GETFL);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                             .data.ptr = pd};
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+      err = -errno;
+    } else if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 && errno != EEXIST) {
+      /* EPERM: a regular file; it never blocks, so treat it as always ready. */
+      err = errno == EPERM ? 0 : -errno;
+      if (!err) {
+        atomic_store(&pd->slot[0], SLOT_READY);
+        atomic_store(&pd->slot[1], SLOT_READY);
+      }
+    }
+    if (!err) {
+      pd->kind = PD_FD;
+      atomic_store_explicit(&pd->registered, true, memory_order_release);
+    }
+  }
+  spin_unlock(&pd->reg_lock);
+  return err;
+}
+
+/* Wake whoever waits in slot with result; the caller has made the slot's new value. */
+static void wake_slot(struct pollfd_desc *pd, int dir, uintptr_t newval, int result)
+{
+  uintptr_t old = atomic_load(&pd->slot[dir]);
+  for (;;) {
+    if (old == newval)
+      return;
+    if (atomic_compare_exchange_weak(&pd->slot[dir], &old, newval))
+      break;
+  }
+  if (old != 0 && old != SLOT_READY) {
+    struct coro *c = (struct coro *)old;
+    c->wake_result = result;
+    weft__ready(c);
+  }
+}
+
+void weft_fd_forget(int fd)
+{
+  struct pollfd_desc *pd = pd_lookup(fd, false);
+  if (!pd || !atomic_load(&pd->registered))
+    return;
+  spin_lock(&pd->reg_lock);
+  if (atomic_load(&pd->registered)) {
+    atomic_fetch_add(&pd->gen, 1);
+    epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+    atomic_store(&pd->registered, false);
+    wake_slot(pd, 0, 0, -EBADF);
+    wake_slot(pd, 1, 0, -EBADF);
+  }
+  spin_unlock(&pd->reg_lock);
+}
+
+int weft_close(int fd)
+{
+  weft_fd_forget(fd);
+  return close(fd) == 0 ? 0 : -errno;
+}
+
+/* ---- waiting ---- */
+
+static bool io_wait_commit(struct coro *c, void *arg)
+{
+  struct io_wait *wt = arg;
+  uintptr_t expected = 0;
+  if (!atomic_compare_exchange_strong(&wt->pd->slot[wt->dir], &expected, (uintptr_t)c))
+    return false; /* readiness arrived while we were switching out */
+  if (wt->timer.when != INT64_MAX && weft__timer_start(&wt->timer, wt->timer.when) != 0) {
+    wake_slot(wt->pd, wt->dir, 0, -ENOMEM);
+  }
+  return true;
+}
+
+static void io_timeout_fired(struct timer *t)
+{
+  struct io_wait *wt = t->arg;
+  uintptr_t expected = (uintptr_t)wt->self;
+  if (atomic_compare_exchange_strong(&wt->pd->slot[wt->dir], &expected, 0)) {
+    wt->self->wake_result = -ETIMEDOUT;
+    weft__ready(wt->self);
+  }
+}
+
+/* Wait outside a coroutine: plain poll(2) on the calling thread. */
+static int thread_wait(int fd, int dir, int64_t deadline)
+{
+  struct pollfd p = {.fd = fd, .events = dir ? POLLOUT : POLLIN};
+  for (;;) {
+    int64_t left = deadline == WEFT_NO_DEADLINE ? -1 : (deadline - now_ns()) / 1000000;
+    if (deadline != WEFT_NO_DEADLINE && left < 0)
+      return -ETIMEDOUT;
+    int n = poll(&p, 1, (int)(left > 1000000 ? 1000000 : left));
+    if (n > 0)
+      return 0;
+    if (n < 0 && errno != EINTR)
+      return -errno;
+  }
+}
+
+/* Park until fd is ready in direction dir (0 read, 1 write) or deadline. */
+static int fd_wait(int fd, int dir, int64_t deadline)
+{
+  struct coro *self = weft__current();
+  if (!self)
+    return thread_wait(fd, dir, deadline);
+  int err = weft_fd_register(fd);
+  if (err)
+    return err;
+  struct pollfd_desc *pd = pd_lookup(fd, false);
+  unsigned gen = atomic_load(&pd->gen);
+  for (;;) {
+    uintptr_t ready = SLOT_READY;
+    if (atomic_compare_exchange_strong(&pd->slot[dir], &ready, 0))
+      return 0;
+    if (atomic_load(&pd->gen) != gen)
+      return -EBADF;
+    if (deadline != WEFT_NO_DEADLINE && deadline <= now_ns())
+      return -ETIMEDOUT;
+    struct io_wait wt = {.pd = pd, .dir = dir, .self = self};
+    wt.timer.fn = io_timeout_fired;
+    wt.timer.arg = &wt;
+    wt.timer.when = deadline;
+    self->wake_result = 0;
+    weft__io_waiters_add(1);
+    weft__park(dir ? "io wait (write)" : "io wait (read)", io_wait_commit, &wt);
+    weft__io_waiters_add(-1);
+    if (deadline != WEFT_NO_DEADLINE)
+      timer_stop(&wt.timer);
+    if (self->wake_result)
+      return self->wake_result;
+    /* woken by an event: loop to consume the READY mark */
+  }
+}
+
+int weft_wait_readable(int fd, int64_t deadline)
+{
+  return fd_wait(fd, 0, deadline);
+}
+
+int weft_wait_writable(int fd, int64_t deadline)
+{
+  return fd_wait(fd, 1, deadline);
+}
+
+/* ---- the poller ---- */
+
+int weft__poller_init(void)
+{
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0)
+    return -errno;
+  wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd < 0)
+    return -errno;
+  wake_desc.fd = wake_fd;
+  wake_desc.kind = PD_WAKE;
+  atomic_store(&wake_pending, false);
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &wake_desc};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, wake_fd, &ev) < 0)
+    return -errno;
+  return 0;
+}
+
+/* Register an internal fd (the signal pipe) whose readiness runs a dispatcher. */
+int weft__poller_add_internal(int fd)
+{
+  static struct pollfd_desc signal_desc;
+  signal_desc.fd = fd;
+  signal_desc.kind = PD_SIGNAL;
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &signal_desc};
+  return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+void weft__poller_fini(void)
+{
+  for (int i = 0; i < MAX_CHUNKS; i++) {
+    struct pollfd_desc *chunk = atomic_exchange(&chunks[i], NULL);
+    free(chunk);
+  }
+  if (wake_fd >= 0)
+    close(wake_fd);
+  if (epfd >= 0)
+    close(epfd);
+  wake_fd = epfd = -1;
+}
+
+void weft__poller_wake(void)
+{
+  if (wake_fd < 0 || atomic_exchange(&wake_pending, true))
+    return;
+  uint64_t one = 1;
+  (void)!write(wake_fd, &one, sizeof one);
+}
+
+static int handle_event(struct epoll_event *ev)
+{
+  struct pollfd_desc *pd = ev->data.ptr;
+  int readied = 0;
+  if (pd->kind == PD_WAKE) {
+    uint64_t v;
+    (void)!read(wake_fd, &v, sizeof v);
+    atomic_store(&wake_pending, false);
+    return 0;
+  }
+  if (pd->kind == PD_SIGNAL) {
+    weft__signal_dispatch();
+    return 1;
+  }
+  uint32_t e = ev->events;
+  if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    readied += atomic_load(&pd->slot[0]) > SLOT_READY;
+    wake_slot(pd, 0, SLOT_READY, 0);
+  }
+  if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+    readied += atomic_load(&pd->slot[1]) > SLOT_READY;
+    wake_slot(pd, 1, SLOT_READY, 0);
+  }
+  return readied;
+}
+
+int weft__poller_poll(int64_t deadline)
+{
+  struct epoll_event events[MAX_EVENTS];
+  struct timespec ts, *tsp = NULL;
+  if (deadline != INT64_MAX) {
+    int64_t left = deadline - now_ns();
+    if (left < 0)
+      left = 0;
+    ts.tv_sec = (time_t)(left / 1000000000);
+    ts.tv_nsec = (long)(left % 1000000000);
+    tsp = &ts;
+  }
+  int n = epoll_pwait2(epfd, events, MAX_EVENTS, tsp, NULL);
+  int readied = 0;
+  for (int i = 0; i < n; i++)
+    readied += handle_event(&events[i]);
+  return readied;
+}
+
+/* ---- I/O calls ---- */
+
+/* Run op until it does not report EAGAIN, waiting for readiness in dir between tries.
+ * Returns op's result, or a negative errno. */
+#define IO_LOOP(fd, dir, deadline, call)         \
+  for (;;) {                                     \
+    ssize_t n_ = (call);                         \
+    if (n_ >= 0)                                 \
+      return n_;                                 \
+    if (errno == EINTR)                          \
+      continue;                                  \
+    if (errno != EAGAIN)                         \
+      return -errno;                             \
+    int err_ = fd_wait((fd), (dir), (deadline)); \
+    if (err_)                                    \
+      return err_;                               \
+  }
+
+static int ensure_registered(int fd)
+{
+  if (!weft__current())
+    return 0; /* blocking use from a plain thread: leave the fd as it is */
+  return weft_fd_register(fd);
+}
+
+ssize_t weft_read(int fd, void *buf, size_t len, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  IO_LOOP(fd, 0, deadline, read(fd, buf, len));
+}
+
+ssize_t weft_write(int fd, const void *buf, size_t len, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  IO_LOOP(fd, 1, deadline, write(fd, buf, len));
+}
+
+ssize_t weft_recv(int fd, void *buf, size_t len, int flags, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  IO_LOOP(fd, 0, deadline, recv(fd, buf, len, flags));
+}
+
+ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  IO_LOOP(fd, 1, deadline, send(fd, buf, len, flags | MSG_NOSIGNAL));
+}
+
+ssize_t weft_write_all(int fd, const void *buf, size_t len, int64_t deadline)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = weft_write(fd, (const char *)buf + done, len - done, deadline);
+    if (n < 0)
+      return n;
+    done += (size_t)n;
+  }
+  return (ssize_t)done;
+}
+
+int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  IO_LOOP(fd, 0, deadline, accept4(fd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+}
+
+int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  if (connect(fd, addr, addrlen) == 0)
+    return 0;
+  if (errno != EINPROGRESS && errno != EINTR)
+    return -errno;
+  for (;;) {
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof peer;
+    if ((err = fd_wait(fd, 1, deadline)))
+      return err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+      return -errno;
+    if (soerr != 0 && soerr != EINPROGRESS && soerr != EALREADY)
+      return -soerr;
+    /* A writable mark can predate the connection (a fresh socket polls writable):
+     * connected only once the peer is known. */
+    if (soerr == 0 && getpeername(fd, (struct sockaddr *)&peer, &pl) == 0)
+      return 0;
+  }
+}

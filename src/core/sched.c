@@ -1,0 +1,673 @@
+/* sched.c: the work-stealing scheduler: run queues, park/ready, yield, the switch, and
+ * how idle workers find work, poll the network and sleep.
+ *
+ * Invariants:
+ * - A coroutine is in at most one place: running on one worker, in one run queue (local
+ *   ring, runnext slot or global queue), parked (reachable only from what it waits on),
+ *   or being handed over across a switch (worker.prev).
+ * - A coroutine's context is saved before anything can make it runnable: yield, park and
+ *   exit record what to do in worker.prev_action, and the next context performs it
+ *   (after_switch). So no thread ever resumes a half-switched coroutine.
+ * - No lost wake-ups: a producer publishes work, then (seq_cst) reads nspinning and nidle;
+ *   a worker going idle publishes nidle (seq_cst) and then looks at every queue once more.
+ *   One of the two always sees the other.
+ * - At most one worker polls the network (polling == 1) and it sleeps no later than the
+ *   earliest timer of any heap (poll_until), so timers fire even when their owner is busy
+ *   or asleep.
+ *
+ * Who calls what: weft__park, weft_yield and weft__switch_exit run on coroutine stacks;
+ * weft__sched_loop on a worker's own stack; weft__ready from any thread. */
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/sanitizer.h"
+#include "core/sched.h"
+#include "weft/runtime.h"
+
+#if WEFT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+struct scheduler weft__sched;
+
+/* Consecutive runnext picks allowed before the queue head gets a turn (ping-pong pairs
+ * would otherwise starve it). */
+#define RUNNEXT_STREAK_MAX 32
+/* Every FAIRNESS_TICKS local picks, look at the global queue, timers and the network. */
+#define FAIRNESS_TICKS 61
+/* Busy workers poll the network without blocking at most this often. */
+#define BUSY_POLL_NS 1000000
+
+static __thread struct worker *this_worker_tls;
+
+/* Never inlined, so the compiler cannot keep a thread-local address across a switch:
+ * after a park the coroutine may be on another thread. */
+__attribute__((noinline)) struct worker *weft__this_worker(void)
+{
+  struct worker *w = this_worker_tls;
+  __asm__ volatile("" ::: "memory");
+  return w;
+}
+
+void weft__set_this_worker(struct worker *w)
+{
+  this_worker_tls = w;
+}
+
+struct coro *weft__current(void)
+{
+  struct worker *w = weft__this_worker();
+  return w ? w->current : NULL;
+}
+
+/* ---- wake sources (deadlock detection) ---- */
+
+void weft__io_waiters_add(int delta)
+{
+  atomic_fetch_add(&weft__sched.io_waiters, delta);
+}
+
+void weft__blocking_add(int delta)
+{
+  atomic_fetch_add(&weft__sched.blocking, delta);
+}
+
+void weft__signal_waiters_add(int delta)
+{
+  atomic_fetch_add(&weft__sched.signal_waiters, delta);
+}
+
+/* ---- futex ---- */
+
+static void futex_wait(atomic_uint *word, unsigned expected)
+{
+  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake(atomic_uint *word)
+{
+  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ---- global run queue; sched.lock ---- */
+
+static void global_put_locked(struct coro *first, struct coro *last, long n)
+{
+  last->next = NULL;
+  if (weft__sched.gq_tail)
+    weft__sched.gq_tail->next = first;
+  else
+    weft__sched.gq_head = first;
+  weft__sched.gq_tail = last;
+  atomic_fetch_add(&weft__sched.gq_len, n);
+}
+
+void weft__global_put(struct coro *c)
+{
+  spin_lock(&weft__sched.lock);
+  global_put_locked(c, c, 1);
+  spin_unlock(&weft__sched.lock);
+}
+
+static struct coro *global_get(void)
+{
+  struct coro *c;
+  if (atomic_load_explicit(&weft__sched.gq_len, memory_order_relaxed) == 0)
+    return NULL;
+  spin_lock(&weft__sched.lock);
+  c = weft__sched.gq_head;
+  if (c) {
+    weft__sched.gq_head = c->next;
+    if (!weft__sched.gq_head)
+      weft__sched.gq_tail = NULL;
+    atomic_fetch_sub(&weft__sched.gq_len, 1);
+    c->next = NULL;
+  }
+  spin_unlock(&weft__sched.lock);
+  return c;
+}
+
+/* ---- local run queue (Go's runq: owner pushes at tail, anyone CASes head) ---- */
+
+/* The ring is full: move half of it, and c, to the global queue. Returns false if a thief
+ * raced us, in which case the caller retries the fast path. */
+static bool runq_put_slow(struct worker *w, struct coro *c, uint32_t h, uint32_t t)
+{
+  enum { HALF = RUNQ_SIZE / 2 };
+  struct coro *batch[HALF + 1];
+  for (uint32_t i = 0; i < HALF; i++)
+    batch[i] = atomic_load_explicit(&w->rq[(h + i) % RUNQ_SIZE], memory_order_relaxed);
+  if (!atomic_compare_exchange_strong_explicit(&w->rq_head, &h, h + HALF,
+                                               memory_order_release, memory_order_relaxed))
+    return false;
+  (void)t;
+  batch[HALF] = c;
+  for (int i = 0; i < HALF; i++)
+    batch[i]->next = batch[i + 1];
+  spin_lock(&weft__sched.lock);
+  global_put_locked(batch[0], batch[HALF], HALF + 1);
+  spin_unlock(&weft__sched.lock);
+  return true;
+}
+
+void weft__runq_put(struct worker *w, struct coro *c)
+{
+  for (;;) {
+    uint32_t h = atomic_load_explicit(&w->rq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&w->rq_tail, memory_order_relaxed);
+    if (t - h < RUNQ_SIZE) {
+      atomic_store_explicit(&w->rq[t % RUNQ_SIZE], c, memory_order_relaxed);
+      atomic_store_explicit(&w->rq_tail, t + 1, memory_order_release);
+      return;
+    }
+    if (runq_put_slow(w, c, h, t))
+      return;
+  }
+}
+
+static struct coro *runq_get(struct worker *w)
+{
+  for (;;) {
+    uint32_t h = atomic_load_explicit(&w->rq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&w->rq_tail, memory_order_relaxed);
+    if (t == h)
+      return NULL;
+    struct coro *c = atomic_load_explicit(&w->rq[h % RUNQ_SIZE], memory_order_relaxed);
+    if (atomic_compare_exchange_weak_explicit(&w->rq_head, &h, h + 1, memory_order_release,
+                                              memory_order_relaxed))
+      return c;
+  }
+}
+
+static bool runq_empty(struct worker *w)
+{
+  uint32_t h = atomic_load_explicit(&w->rq_head, memory_order_acquire);
+  uint32_t t = atomic_load_explicit(&w->rq_tail, memory_order_acquire);
+  return h == t && !atomic_load_explicit(&w->runnext, memory_order_acquire);
+}
+
+/* Steal half of victim's ring into thief's (empty) ring; return one to run now. */
+static struct coro *runq_steal(struct worker *thief, struct worker *victim)
+{
+  uint32_t tt = atomic_load_explicit(&thief->rq_tail, memory_order_relaxed);
+  for (;;) {
+    uint32_t h = atomic_load_explicit(&victim->rq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&victim->rq_tail, memory_order_acquire);
+    uint32_t n = t - h;
+    n -= n / 2;
+    if (n == 0) {
+      /* Take the victim's runnext only when its ring is empty: it is about to run it. */
+      struct coro *c = atomic_load_explicit(&victim->runnext, memory_order_acquire);
+      if (c && atomic_compare_exchange_strong(&victim->runnext, &c, NULL))
+        return c;
+      return NULL;
+    }
+    if (n > RUNQ_SIZE / 2)
+      continue; /* read head and tail at different moments; try again */
+    for (uint32_t i = 0; i < n; i++) {
+      struct coro *c =
+          atomic_load_explicit(&victim->rq[(h + i) % RUNQ_SIZE], memory_order_relaxed);
+      atomic_store_explicit(&thief->rq[(tt + i) % RUNQ_SIZE], c, memory_order_relaxed);
+    }
+    if (atomic_compare_exchange_strong_explicit(&victim->rq_head, &h, h + n,
+                                                memory_order_acq_rel, memory_order_relaxed)) {
+      struct coro *c =
+          atomic_load_explicit(&thief->rq[(tt + n - 1) % RUNQ_SIZE], memory_order_relaxed);
+      if (n > 1)
+        atomic_store_explicit(&thief->rq_tail, tt + n - 1, memory_order_release);
+      return c;
+    }
+  }
+}
+
+/* ---- ready ---- */
+
+/* Put c where w runs it next; the previous runnext goes to the ring's tail. */
+static void runnext_put(struct worker *w, struct coro *c)
+{
+  struct coro *old = atomic_exchange_explicit(&w->runnext, c, memory_order_acq_rel);
+  if (old)
+    weft__runq_put(w, old);
+}
+
+void weft__ready(struct coro *c)
+{
+  struct worker *w = weft__this_worker();
+  atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_relaxed);
+  if (w)
+    runnext_put(w, c);
+  else
+    weft__global_put(c);
+  weft__wake_one();
+}
+
+/* ---- waking idle workers ---- */
+
+static void wake_worker(struct worker *w, bool is_poller)
+{
+  if (is_poller) {
+    weft__poller_wake();
+  } else {
+    atomic_store_explicit(&w->futex_word, 1, memory_order_release);
+    futex_wake(&w->futex_word);
+  }
+}
+
+/* Remove an idle worker from the list, preferring a futex sleeper over the poller (which
+ * the network needs); sched.lock held. *is_poller says how to wake it. */
+static struct worker *idle_pop_locked(bool *is_poller)
+{
+  struct worker **pp, **best = NULL;
+  for (pp = &weft__sched.idle_list; *pp; pp = &(*pp)->idle_next) {
+    if (!best || (*best)->is_poller)
+      best = pp;
+  }
+  if (!best)
+    return NULL;
+  struct worker *w = *best;
+  *is_poller = w->is_poller;
+  *best = w->idle_next;
+  w->idle_next = NULL;
+  w->idle = false;
+  atomic_fetch_sub(&weft__sched.nidle, 1);
+  return w;
+}
+
+static void idle_remove_locked(struct worker *w)
+{
+  for (struct worker **pp = &weft__sched.idle_list; *pp; pp = &(*pp)->idle_next) {
+    if (*pp == w) {
+      *pp = w->idle_next;
+      w->idle_next = NULL;
+      w->idle = false;
+      atomic_fetch_sub(&weft__sched.nidle, 1);
+      return;
+    }
+  }
+}
+
+/* Work was published: wake one idle worker unless one is already looking. The woken
+ * worker counts as spinning from here on (so a burst of ready calls wakes one worker, and
+ * that one wakes the next when it finds work). */
+void weft__wake_one(void)
+{
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load(&weft__sched.nidle) == 0 || atomic_load(&weft__sched.nspinning) != 0)
+    return;
+  int zero = 0;
+  if (!atomic_compare_exchange_strong(&weft__sched.nspinning, &zero, 1))
+    return;
+  bool is_poller = false;
+  spin_lock(&weft__sched.lock);
+  struct worker *w = idle_pop_locked(&is_poller);
+  spin_unlock(&weft__sched.lock);
+  if (!w) {
+    atomic_fetch_sub(&weft__sched.nspinning, 1);
+    return;
+  }
+  wake_worker(w, is_poller);
+}
+
+void weft__wake_all(void)
+{
+  spin_lock(&weft__sched.lock);
+  for (int i = 0; i < weft__sched.nworkers; i++) {
+    struct worker *w = &weft__sched.workers[i];
+    atomic_store_explicit(&w->futex_word, 1, memory_order_release);
+    futex_wake(&w->futex_word);
+  }
+  spin_unlock(&weft__sched.lock);
+  weft__poller_wake();
+}
+
+/* ---- timers ---- */
+
+static int64_t earliest_timer(void)
+{
+  int64_t min = INT64_MAX;
+  for (int i = 0; i < weft__sched.nworkers; i++) {
+    int64_t t = atomic_load(&weft__sched.workers[i].timers.next_when);
+    if (t < min)
+      min = t;
+  }
+  return min;
+}
+
+int weft__timer_start(struct timer *t, int64_t when)
+{
+  struct worker *w = weft__this_worker();
+  if (!w)
+    w = &weft__sched.workers[0];
+  int err = timer_start(&w->timers, t, when);
+  if (err)
+    return err;
+  /* Pairs with the poller's store of poll_until then reload of the heaps. */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (when < atomic_load(&weft__sched.poll_until))
+    weft__poller_wake();
+  return 0;
+}
+
+static int run_all_timers(int64_t now)
+{
+  int fired = 0;
+  for (int i = 0; i < weft__sched.nworkers; i++)
+    fired += timer_run_expired(&weft__sched.workers[i].timers, now);
+  return fired;
+}
+
+/* ---- choosing the next coroutine ---- */
+
+/* Periodic duties of a busy worker: the global queue's fairness, its timers and, when
+ * nobody else does, a non-blocking look at the network. May ready coroutines. */
+static struct coro *periodic_check(struct worker *w)
+{
+  int64_t now = now_ns();
+  timer_run_expired(&w->timers, now);
+  if (now - w->last_poll > BUSY_POLL_NS && atomic_load(&weft__sched.io_waiters) > 0) {
+    int zero = 0;
+    w->last_poll = now;
+    if (atomic_compare_exchange_strong(&weft__sched.polling, &zero, 1)) {
+      weft__poller_poll(0);
+      atomic_store(&weft__sched.polling, 0);
+    }
+  }
+  return global_get();
+}
+
+/* The next coroutine this worker should run without leaving the caller's stack, or NULL.
+ * Owner thread only; called on coroutine stacks and in the loop. */
+static struct coro *pick_local(struct worker *w)
+{
+  struct coro *c;
+  if (atomic_load_explicit(&weft__sched.stopping, memory_order_relaxed))
+    return NULL; /* main returned: go back to the loop, which ends */
+  if (++w->tick % FAIRNESS_TICKS == 0 && (c = periodic_check(w)))
+    return c;
+  if (atomic_load_explicit(&w->runnext, memory_order_relaxed)) {
+    c = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acq_rel);
+    if (c) {
+      if (++w->runnext_streak <= RUNNEXT_STREAK_MAX)
+        return c;
+      weft__runq_put(w, c); /* let the queue head run first */
+    }
+  }
+  w->runnext_streak = 0;
+  return runq_get(w);
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+/* Steal from the other workers in a random order; also fire their due timers. */
+static struct coro *steal_work(struct worker *w)
+{
+  int n = weft__sched.nworkers;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    int start = (int)(xorshift(&w->rng) % (uint64_t)n);
+    for (int i = 0; i < n; i++) {
+      struct worker *v = &weft__sched.workers[(start + i) % n];
+      if (v == w)
+        continue;
+      struct coro *c = runq_steal(w, v);
+      if (c)
+        return c;
+    }
+    if (run_all_timers(now_ns()) > 0)
+      return pick_local(w);
+  }
+  return NULL;
+}
+
+static bool any_work_visible(void)
+{
+  if (atomic_load(&weft__sched.gq_len) > 0)
+    return true;
+  for (int i = 0; i < weft__sched.nworkers; i++)
+    if (!runq_empty(&weft__sched.workers[i]))
+      return true;
+  return false;
+}
+
+static void stop_spinning(struct worker *w, bool found_work)
+{
+  if (!w->spinning)
+    return;
+  w->spinning = false;
+  /* The last spinner to find work wakes another, for work published while it spun. */
+  if (atomic_fetch_sub(&weft__sched.nspinning, 1) == 1 && found_work)
+    weft__wake_one();
+}
+
+/* Poll the network until woken or the earliest timer; we own the poller. */
+static void poll_until_timer(struct worker *w)
+{
+  int64_t until = earliest_timer();
+  atomic_store(&weft__sched.poll_until, until);
+  int64_t again = earliest_timer(); /* a timer may have been added meanwhile */
+  if (again < until) {
+    until = again;
+    atomic_store(&weft__sched.poll_until, until);
+  }
+  weft__poller_poll(until);
+  atomic_store(&weft__sched.poll_until, INT64_MAX);
+  w->last_poll = now_ns();
+  run_all_timers(w->last_poll);
+}
+
+/* Every worker is idle (sched.lock held): if no coroutine is runnable and nothing outside
+ * the coroutines (a timer, an fd, the blocking pool, a signal) can make one runnable, the
+ * program can never progress. Report every coroutine, as Go does, and abort. */
+static void deadlock_check_locked(void)
+{
+  if (atomic_load(&weft__sched.stopping) || any_work_visible() ||
+      timer_pending_count() > 0 || atomic_load(&weft__sched.io_waiters) > 0 ||
+      atomic_load(&weft__sched.blocking) > 0 || atomic_load(&weft__sched.signal_waiters) > 0)
+    return;
+  fprintf(stderr, "all coroutines are asleep - deadlock!\n\n");
+  weft__dump_all(stderr);
+  fflush(stderr);
+  abort();
+}
+
+/* Go idle until woken. Returns after being woken (then spinning) or after polling. */
+static void idle_sleep(struct worker *w)
+{
+  spin_lock(&weft__sched.lock);
+  if (atomic_load(&weft__sched.gq_len) > 0 || atomic_load(&weft__sched.stopping)) {
+    spin_unlock(&weft__sched.lock);
+    return;
+  }
+  int zero = 0;
+  w->is_poller = atomic_compare_exchange_strong(&weft__sched.polling, &zero, 1);
+  w->idle = true;
+  w->idle_next = weft__sched.idle_list;
+  weft__sched.idle_list = w;
+  atomic_fetch_add(&weft__sched.nidle, 1);
+  if (atomic_load(&weft__sched.nidle) == weft__sched.nworkers)
+    deadlock_check_locked();
+  spin_unlock(&weft__sched.lock);
+
+  if (!any_work_visible()) {
+    if (w->is_poller) {
+      poll_until_timer(w);
+    } else {
+      while (atomic_load_explicit(&w->futex_word, memory_order_acquire) == 0)
+        futex_wait(&w->futex_word, 0);
+    }
+  }
+  atomic_store_explicit(&w->futex_word, 0, memory_order_relaxed);
+
+  spin_lock(&weft__sched.lock);
+  if (w->idle)
+    idle_remove_locked(w); /* woke by itself: not counted as spinning */
+  else
+    w->spinning = true;    /* a waker counted us in nspinning */
+  if (w->is_poller) {
+    w->is_poller = false;
+    atomic_store(&weft__sched.polling, 0);
+  }
+  spin_unlock(&weft__sched.lock);
+}
+
+/* Block until there is a coroutine for w to run; NULL once the runtime stops. */
+static struct coro *find_runnable(struct worker *w)
+{
+  struct coro *c;
+  for (;;) {
+    if (atomic_load(&weft__sched.stopping))
+      break;
+    if ((c = pick_local(w)) || (c = global_get()))
+      goto found;
+    if (run_all_timers(now_ns()) > 0)
+      continue;
+    if (!w->spinning) {
+      w->spinning = true;
+      atomic_fetch_add(&weft__sched.nspinning, 1);
+    }
+    if ((c = steal_work(w)))
+      goto found;
+    stop_spinning(w, false);
+    if (any_work_visible())
+      continue;
+    idle_sleep(w);
+  }
+  stop_spinning(w, false);
+  return NULL;
+found:
+  stop_spinning(w, true);
+  return c;
+}
+
+/* ---- switching ---- */
+
+static void check_canary(struct coro *c)
+{
+  if (c->stack && !stack_canary_ok(c->stack))
+    weft__die("weft: coroutine %llu (%s) overflowed its %zu-byte stack (created at %s:%d "
+              "in %s); run with guard pages or a larger stack",
+              (unsigned long long)c->id, c->name[0] ? c->name : "unnamed", c->stack->size,
+              c->file ? c->file : "?", c->line, c->func ? c->func : "?");
+}
+
+/* Switch from the running context to `to`; `action` says what to do with `from` once we
+ * are off its stack. Returns when `from` is resumed (never for SWITCH_EXIT). */
+static void switch_to(struct worker *w, struct coro *from, struct coro *to,
+                      enum switch_action action)
+{
+  if (to != &w->g0 && atomic_load_explicit(&to->state, memory_order_relaxed) == CORO_NEW &&
+      !weft__coro_bind_stack(w, to))
+    weft__die("weft: out of memory for the stack of coroutine %llu",
+              (unsigned long long)to->id);
+  w->prev = from;
+  w->prev_action = action;
+  w->current = to == &w->g0 ? NULL : to;
+  if (to != &w->g0)
+    atomic_store_explicit(&to->state, CORO_RUNNING, memory_order_relaxed);
+  check_canary(from);
+#if WEFT_ASAN
+  ASAN_START_SWITCH(action == SWITCH_EXIT ? NULL : &from->asan_fake_stack,
+                    to->stack ? to->stack->lo : w->g0_asan_bottom,
+                    to->stack ? to->stack->size : w->g0_asan_size);
+#endif
+#if WEFT_TSAN
+  __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+  weft__ctx_switch(&from->ctx, &to->ctx);
+  weft__after_switch(from);
+}
+
+/* Runs first thing on every resumed context: finish the sanitizer switch, then do what
+ * the context we came from asked for. */
+void weft__after_switch(struct coro *self)
+{
+  struct worker *w = weft__this_worker();
+#if WEFT_ASAN
+  const void *bottom_old;
+  size_t size_old;
+  ASAN_FINISH_SWITCH(self->asan_fake_stack, &bottom_old, &size_old);
+  if (w->prev == &w->g0) {
+    w->g0_asan_bottom = bottom_old;
+    w->g0_asan_size = size_old;
+  }
+#endif
+  struct coro *prev = w->prev;
+  enum switch_action action = w->prev_action;
+  w->prev = NULL;
+  w->prev_action = SWITCH_NONE;
+  switch (action) {
+  case SWITCH_NONE:
+    break;
+  case SWITCH_YIELD:
+    weft__runq_put(w, prev);
+    break;
+  case SWITCH_PARK:
+    if (w->commit && !w->commit(prev, w->commit_arg)) {
+      atomic_store_explicit(&prev->state, CORO_RUNNABLE, memory_order_relaxed);
+      runnext_put(w, prev);
+    }
+    break;
+  case SWITCH_EXIT:
+    weft__coro_destroy(w, prev);
+    break;
+  }
+}
+
+void weft__park(const char *reason, park_commit_fn commit, void *arg)
+{
+  struct worker *w = weft__this_worker();
+  struct coro *self = w->current;
+  if (!self)
+    weft__die("weft: %s outside a coroutine", reason);
+  self->wait_reason = reason;
+  self->wait_since = coarse_now_ns();
+  atomic_store_explicit(&self->state, CORO_PARKED, memory_order_relaxed);
+  w->commit = commit;
+  w->commit_arg = arg;
+  struct coro *next = pick_local(w);
+  switch_to(w, self, next ? next : &w->g0, SWITCH_PARK);
+  self->wait_reason = NULL;
+}
+
+void weft_yield(void)
+{
+  struct worker *w = weft__this_worker();
+  if (!w || !w->current)
+    return;
+  struct coro *next = pick_local(w);
+  if (!next && !(next = global_get())) {
+    if (!atomic_load_explicit(&weft__sched.stopping, memory_order_relaxed))
+      return; /* nothing else to run here */
+    next = &w->g0;
+  }
+  atomic_store_explicit(&w->current->state, CORO_RUNNABLE, memory_order_relaxed);
+  switch_to(w, w->current, next, SWITCH_YIELD);
+}
+
+void weft__switch_exit(struct coro *self)
+{
+  struct worker *w = weft__this_worker();
+  atomic_store_explicit(&self->state, CORO_DEAD, memory_order_relaxed);
+  struct coro *next = pick_local(w);
+  switch_to(w, self, next ? next : &w->g0, SWITCH_EXIT);
+  __builtin_unreachable();
+}
+
+/* The scheduler loop of worker w, on its own thread stack; returns once stopping. */
+void weft__sched_loop(struct worker *w)
+{
+  struct coro *c;
+  while ((c = find_runnable(w)))
+    switch_to(w, &w->g0, c, SWITCH_NONE);
+}

@@ -1,0 +1,118 @@
+/* sched.h: scheduler internals shared by sched.c, coro.c, runtime.c and dump.c.
+ *
+ * Lock order (outermost first), also in docs/internals/lock-order.md:
+ *   sched.lock  >  registry.lock  >  timer heap locks  >  stack pool lock
+ * A lock of a sync object (channel, mutex) is released by a park commit step, which runs
+ * on the scheduler side of a switch with no scheduler lock held. */
+#ifndef WEFT_CORE_SCHED_H
+#define WEFT_CORE_SCHED_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "core/stack.h"
+#include "core/timer.h"
+
+#define RUNQ_SIZE 256
+
+/* What the context we switched away from asked to have done once it is off its stack.
+ * Recorded in the worker just before the switch, consumed by after_switch(). */
+enum switch_action {
+  SWITCH_NONE,  /* from the scheduler loop: nothing to do */
+  SWITCH_YIELD, /* put prev at the tail of the local run queue */
+  SWITCH_PARK,  /* run the commit step; if it fails, ready prev again */
+  SWITCH_EXIT   /* prev has returned: free its stack and record */
+};
+
+struct worker {
+  int index;
+  pthread_t thread;
+  struct coro g0;        /* the scheduler loop's own context (native thread stack) */
+  struct coro *current;  /* running coroutine, NULL in the loop; owner thread only */
+
+  /* Post-switch hand-off; owner thread only (written before, read after a switch). */
+  struct coro *prev;
+  enum switch_action prev_action;
+  park_commit_fn commit;
+  void *commit_arg;
+
+  /* Local run queue: a ring that only the owner pushes to; owner and thieves pop from
+   * head with CAS. Entries between head and tail are runnable coroutines. */
+  _Atomic uint32_t rq_head;
+  _Atomic uint32_t rq_tail;           /* written by owner only */
+  struct coro *_Atomic rq[RUNQ_SIZE];
+  struct coro *_Atomic runnext;       /* next to run; owner exchanges, thieves CAS */
+  unsigned runnext_streak;            /* consecutive runnext picks; owner only */
+
+  uint32_t tick;       /* schedule count, for periodic fairness checks; owner only */
+  uint64_t rng;        /* xorshift state for victim choice; owner only */
+  bool spinning;       /* counted in sched.nspinning; owner only */
+  int64_t last_poll;   /* last non-blocking netpoll; owner only */
+
+  struct timer_heap timers;  /* this worker's timers; heap lock */
+  struct stack_cache stacks; /* owner only */
+  struct coro *free_coros;   /* recycled records; owner only */
+  int nfree_coros;
+  struct registry reg;       /* coroutines spawned on this worker */
+
+  /* Idle state; guarded by sched.lock except futex_word. */
+  bool idle;
+  bool is_poller;
+  struct worker *idle_next;
+  atomic_uint futex_word;    /* 1 = woken; the sleeper resets it */
+
+  void *altstack;            /* signal stack for the overflow handler */
+  const void *g0_asan_bottom; /* the thread stack's bounds, learnt at the first switch */
+  size_t g0_asan_size;
+} __attribute__((aligned(64)));
+
+struct scheduler {
+  int nworkers;
+  struct worker *workers;
+
+  spinlock lock;             /* guards the global queue and the idle list */
+  struct coro *gq_head, *gq_tail;
+  atomic_long gq_len;        /* written under lock, read lock-free as a hint */
+  struct worker *idle_list;
+  atomic_int nidle;          /* workers on the idle list; written under lock */
+  atomic_int nspinning;      /* workers looking for work */
+  atomic_int polling;        /* 1 while a worker owns the poller */
+  _Atomic int64_t poll_until; /* the poller's wake-up deadline, INT64_MAX if none */
+
+  atomic_bool stopping;      /* main returned */
+  atomic_long ncoros;        /* live coroutines (spawned, not yet returned) */
+  atomic_ullong next_id;
+
+  atomic_long io_waiters;    /* wake sources, for deadlock detection */
+  atomic_long blocking;
+  atomic_long signal_waiters;
+
+  struct registry foreign_reg; /* coroutines spawned from threads outside the runtime */
+};
+
+extern struct scheduler weft__sched;
+
+struct worker *weft__this_worker(void);
+void weft__set_this_worker(struct worker *w);
+
+/* Scheduler entry points used by coro.c and runtime.c. */
+void weft__sched_loop(struct worker *w);
+void weft__runq_put(struct worker *w, struct coro *c);
+void weft__global_put(struct coro *c);
+void weft__wake_one(void);
+void weft__wake_all(void);
+void weft__switch_exit(struct coro *self) __attribute__((noreturn));
+void weft__after_switch(struct coro *self);
+void weft__coro_destroy(struct worker *w, struct coro *c);
+bool weft__coro_bind_stack(struct worker *w, struct coro *c);
+int weft__timer_start(struct timer *t, int64_t when);
+
+/* Registry helpers (coro.c). */
+void weft__registry_init(struct registry *r);
+void weft__registry_add(struct registry *r, struct coro *c);
+void weft__registry_remove(struct coro *c);
+
+#endif
