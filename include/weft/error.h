@@ -11,20 +11,20 @@
 #include "common.h"
 
 /* The codes weft itself returns, with their names and messages. Append-only. */
-#define WEFT_ERRNO_MAP(X)                                              \
-  X(ECANCELED, "operation canceled")                                   \
-  X(ETIMEDOUT, "deadline exceeded")                                    \
-  X(EPIPE, "channel or connection closed")                             \
-  X(EAGAIN, "operation would block")                                   \
-  X(EINVAL, "invalid argument")                                        \
-  X(ENOMEM, "out of memory")                                           \
-  X(EBADF, "bad or closed file descriptor")                            \
-  X(EPERM, "operation not permitted in this context")                  \
-  X(EBUSY, "resource busy")                                            \
-  X(ENOSYS, "not supported on this system")                            \
-  X(EMFILE, "too many open files")                                     \
-  X(ECONNREFUSED, "connection refused")                                \
-  X(ECONNRESET, "connection reset by peer")                            \
+#define WEFT_ERRNO_MAP(X)                             \
+  X(ECANCELED, "operation canceled")                  \
+  X(ETIMEDOUT, "deadline exceeded")                   \
+  X(EPIPE, "channel or connection closed")            \
+  X(EAGAIN, "operation would block")                  \
+  X(EINVAL, "invalid argument")                       \
+  X(ENOMEM, "out of memory")                          \
+  X(EBADF, "bad or closed file descriptor")           \
+  X(EPERM, "operation not permitted in this context") \
+  X(EBUSY, "resource busy")                           \
+  X(ENOSYS, "not supported on this system")           \
+  X(EMFILE, "too many open files")                    \
+  X(ECONNREFUSED, "connection refused")               \
+  X(ECONNRESET, "connection reset by peer")           \
   X(EINTR, "interrupted")
 
 /* weft_strerror: a short message for a weft error code (negative or positive errno).

@@ -48,8 +48,7 @@ WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64
 
 /* weft_accept: accept a connection; the new fd is non-blocking and close-on-exec.
  * Returns the fd or a negative errno. */
-WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
-                         int64_t deadline);
+WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline);
 
 /* weft_connect: connect a (non-blocking) socket, parking until done. Returns 0 or
  * a negative errno (-ECONNREFUSED, -ETIMEDOUT, ...). */

@@ -31,12 +31,12 @@ typedef enum weft_leak_check {
  * override: WEFT_PROCS, WEFT_STACK_SIZE, WEFT_STACK_GUARD (0 or 1), WEFT_LEAK_CHECK
  * (ignore, report, fail), WEFT_BLOCKING_THREADS. */
 typedef struct weft_config {
-  int procs;              /* scheduler threads; default: CPUs in the affinity mask */
-  size_t stack_size;      /* default stack size in bytes; default 128 KiB */
-  int stack_guard;        /* 1: guard pages (auto-falls back to canaries near the map
-                             limit), 0: canaries only, arena-carved; default 1 */
-  weft_leak_check leak_check;  /* default WEFT_LEAK_IGNORE */
-  int blocking_threads;   /* bound of the blocking-call pool; default 64 */
+  int procs;                  /* scheduler threads; default: CPUs in the affinity mask */
+  size_t stack_size;          /* default stack size in bytes; default 128 KiB */
+  int stack_guard;            /* 1: guard pages (auto-falls back to canaries near the map
+                                 limit), 0: canaries only, arena-carved; default 1 */
+  weft_leak_check leak_check; /* default WEFT_LEAK_IGNORE */
+  int blocking_threads;       /* bound of the blocking-call pool; default 64 */
 } weft_config;
 
 /* weft_main: start the runtime with default settings, run fn(arg) as the main coroutine
@@ -60,8 +60,8 @@ typedef struct weft_go_options {
  * runs; never parks. The coroutine owns nothing of the caller's: pass arg accordingly. */
 #define weft_go(fn, arg) weft_go_at((fn), (arg), NULL, __FILE__, __LINE__, #fn)
 /* weft_go_named(fn, arg, name): weft_go with a name shown in dumps. */
-#define weft_go_named(fn, arg, name) \
-  weft_go_at((fn), (arg), &(weft_go_options){.name = (name)}, __FILE__, __LINE__, #fn)
+#define weft_go_named(fn, arg, coro_name) \
+  weft_go_at((fn), (arg), &(weft_go_options){.name = (coro_name)}, __FILE__, __LINE__, #fn)
 /* weft_go_with(fn, arg, opts): weft_go with options (opts may be NULL). */
 #define weft_go_with(fn, arg, opts) weft_go_at((fn), (arg), (opts), __FILE__, __LINE__, #fn)
 

@@ -17,7 +17,12 @@ typedef struct weft_wg {
   _Alignas(8) unsigned char opaque[32];
 } weft_wg;
 
-#define WEFT_WG_INIT {{0}}
+#define WEFT_WG_INIT \
+  {                  \
+    {                \
+      0              \
+    }                \
+  }
 
 /* weft_wg_init: zero the group. Any thread. */
 WEFT_API void weft_wg_init(weft_wg *wg);

@@ -22,7 +22,7 @@ struct job {
   void *arg;
   long result;
   struct coro *caller;
-  unsigned gen;            /* pool.gen when queued */
+  unsigned gen; /* pool.gen when queued */
   struct job *next;
 };
 
@@ -33,10 +33,10 @@ static struct pool {
   struct job *head, *tail; /* queued jobs, FIFO */
   int threads, idle, max;
   bool stopping;
-  unsigned gen;            /* bumped when a runtime stops: its callers are gone */
+  unsigned gen; /* bumped when a runtime stops: its callers are gone */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER,
-        .cond = PTHREAD_COND_INITIALIZER,
-        .drained = PTHREAD_COND_INITIALIZER};
+          .cond = PTHREAD_COND_INITIALIZER,
+          .drained = PTHREAD_COND_INITIALIZER};
 
 static struct job *take_job_locked(void)
 {

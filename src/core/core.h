@@ -37,34 +37,34 @@ enum coro_state { CORO_NEW, CORO_RUNNABLE, CORO_RUNNING, CORO_PARKED, CORO_DEAD 
 #define CORO_NAME_MAX 32
 
 struct coro {
-  struct ctx ctx;        /* saved machine context; owner: the thread running it */
-  struct stack *stack;   /* bound at first run; NULL while NEW */
-  void (*fn)(void *);    /* entry, immutable */
-  void *arg;             /* entry argument, immutable */
-  struct coro *next;     /* link in the global run queue or a free list; guarded by
-                            whoever owns the list */
+  struct ctx ctx;                   /* saved machine context; owner: the thread running it */
+  struct stack *stack;              /* bound at first run; NULL while NEW */
+  void (*fn)(void *);               /* entry, immutable */
+  void *arg;                        /* entry argument, immutable */
+  struct coro *next;                /* link in the global run queue or a free list; guarded by
+                                       whoever owns the list */
   struct coro *reg_prev, *reg_next; /* registry links; guarded by registry lock */
-  struct registry *reg;  /* registry holding it; immutable after spawn */
-  uint64_t id;           /* unique, immutable */
-  atomic_int state;      /* enum coro_state; changed by the scheduler only */
-  const char *wait_reason; /* why it is parked; written before park, read by dumps */
-  int64_t wait_since;    /* coarse monotonic ns when it parked */
-  int wake_result;       /* set by the waker before weft__ready (e.g. -ETIMEDOUT) */
-  size_t stack_size;     /* requested size */
-  const char *file;      /* creation site, static strings */
+  struct registry *reg;             /* registry holding it; immutable after spawn */
+  uint64_t id;                      /* unique, immutable */
+  atomic_int state;                 /* enum coro_state; changed by the scheduler only */
+  const char *wait_reason;          /* why it is parked; written before park, read by dumps */
+  int64_t wait_since;               /* coarse monotonic ns when it parked */
+  int wake_result;                  /* set by the waker before weft__ready (e.g. -ETIMEDOUT) */
+  size_t stack_size;                /* requested size */
+  const char *file;                 /* creation site, static strings */
   const char *func;
   int line;
   char name[CORO_NAME_MAX];
   struct timer sleep_timer; /* for weft_sleep; owned by the coroutine */
-  void *asan_fake_stack; /* AddressSanitizer fake-stack handle while switched out */
-  void *tsan_fiber;      /* ThreadSanitizer fiber */
+  void *asan_fake_stack;    /* AddressSanitizer fake-stack handle while switched out */
+  void *tsan_fiber;         /* ThreadSanitizer fiber */
 };
 
 /* A registry of live coroutines for dumps, leak reports and shutdown; one per worker plus
  * one for coroutines spawned from foreign threads. */
 struct registry {
-  spinlock lock;         /* guards the list and count; a leaf lock */
-  struct coro head;      /* sentinel of a circular list */
+  spinlock lock;    /* guards the list and count; a leaf lock */
+  struct coro head; /* sentinel of a circular list */
 };
 
 /* Park commit step: runs on the next context after the switch; returns false to abandon

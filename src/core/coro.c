@@ -136,8 +136,8 @@ static void coro_entry(void *arg)
 
 /* ---- spawn ---- */
 
-int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts,
-               const char *file, int line, const char *func)
+int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts, const char *file,
+               int line, const char *func)
 {
   struct worker *w = weft__this_worker();
   struct coro *c;

@@ -43,8 +43,8 @@ void weft__ctx_make(struct ctx *c, void *stack_lo, size_t size, void (*entry)(vo
   uint64_t *sp = (uint64_t *)(top - 22 * 8 - 16);
 
   memset(sp, 0, 22 * 8);
-  sp[0] = (uint64_t)(uintptr_t)entry; /* x19 */
-  sp[1] = (uint64_t)(uintptr_t)arg;   /* x20 */
+  sp[0] = (uint64_t)(uintptr_t)entry;                 /* x19 */
+  sp[1] = (uint64_t)(uintptr_t)arg;                   /* x20 */
   sp[11] = (uint64_t)(uintptr_t)weft__ctx_trampoline; /* x30 */
   c->sp = sp;
 }

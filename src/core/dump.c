@@ -106,8 +106,8 @@ static void overflow_handler(int sig, siginfo_t *info, void *uctx)
                      "(created at %s:%d in %s)\n"
                      "  raise it with weft_go_options.stack_size or WEFT_STACK_SIZE\n",
                      (unsigned long long)c->id, c->name[0] ? " \"" : "", c->name,
-                     c->name[0] ? "\"" : "", c->stack->size, c->file ? c->file : "?",
-                     c->line, c->func ? c->func : "?");
+                     c->name[0] ? "\"" : "", c->stack->size, c->file ? c->file : "?", c->line,
+                     c->func ? c->func : "?");
     if (n > 0)
       (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
     signal(SIGABRT, SIG_DFL);

@@ -43,10 +43,10 @@ enum pd_kind { PD_FD, PD_WAKE, PD_SIGNAL };
 struct pollfd_desc {
   int fd;
   enum pd_kind kind;
-  atomic_uint gen;          /* bumped by forget; waiters compare */
-  atomic_bool registered;   /* in the epoll set */
+  atomic_uint gen;           /* bumped by forget; waiters compare */
+  atomic_bool registered;    /* in the epoll set */
   _Atomic uintptr_t slot[2]; /* [0] read, [1] write */
-  spinlock reg_lock;        /* serialises register and forget of this fd */
+  spinlock reg_lock;         /* serialises register and forget of this fd */
 };
 
 struct io_wait {
@@ -68,8 +68,8 @@ static struct pollfd_desc *pd_lookup(int fd, bool create)
 {
   if (fd < 0 || fd >= MAX_CHUNKS * CHUNK_SIZE)
     return NULL;
-  struct pollfd_desc *chunk = atomic_load_explicit(&chunks[fd >> CHUNK_BITS],
-                                                   memory_order_acquire);
+  struct pollfd_desc *chunk =
+      atomic_load_explicit(&chunks[fd >> CHUNK_BITS], memory_order_acquire);
   if (!chunk) {
     if (!create)
       return NULL;

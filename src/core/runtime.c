@@ -146,8 +146,8 @@ static void free_registry(struct registry *r)
 {
   while (r->head.reg_next != &r->head) {
     struct coro *c = r->head.reg_next;
-    if (atomic_load(&c->state) == CORO_PARKED &&
-        c->wait_reason && !strcmp(c->wait_reason, "blocking call")) {
+    if (atomic_load(&c->state) == CORO_PARKED && c->wait_reason &&
+        !strcmp(c->wait_reason, "blocking call")) {
       /* A pool thread still owns a pointer to it: keep the record, drop the link. */
       weft__registry_remove(c);
       continue;
@@ -211,8 +211,8 @@ int weft_main_with(const weft_config *cfg, int (*fn)(void *arg), void *arg)
   struct worker *w0 = &s->workers[0];
   weft__set_this_worker(w0);
   weft__overflow_handler_install(w0);
-  err = weft_go_at(main_entry, &call, &(weft_go_options){.name = "main"}, __FILE__,
-                   __LINE__, "main");
+  err = weft_go_at(main_entry, &call, &(weft_go_options){.name = "main"}, __FILE__, __LINE__,
+                   "main");
   for (int i = 1; i < s->nworkers && !err; i++)
     if (pthread_create(&s->workers[i].thread, NULL, worker_thread, &s->workers[i]) != 0)
       weft__die("weft: cannot start scheduler thread %d", i);

@@ -22,15 +22,14 @@
 #endif
 
 #if WEFT_ASAN
-void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom,
-                                    size_t size);
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
                                      size_t *size_old);
 #define ASAN_START_SWITCH(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
 #define ASAN_FINISH_SWITCH(save, bottom_old, size_old) \
   __sanitizer_finish_switch_fiber(save, bottom_old, size_old)
 #else
-#define ASAN_START_SWITCH(save, bottom, size) ((void)0)
+#define ASAN_START_SWITCH(save, bottom, size)          ((void)0)
 #define ASAN_FINISH_SWITCH(save, bottom_old, size_old) ((void)0)
 #endif
 

@@ -142,8 +142,8 @@ static bool runq_put_slow(struct worker *w, struct coro *c, uint32_t h, uint32_t
   struct coro *batch[HALF + 1];
   for (uint32_t i = 0; i < HALF; i++)
     batch[i] = atomic_load_explicit(&w->rq[(h + i) % RUNQ_SIZE], memory_order_relaxed);
-  if (!atomic_compare_exchange_strong_explicit(&w->rq_head, &h, h + HALF,
-                                               memory_order_release, memory_order_relaxed))
+  if (!atomic_compare_exchange_strong_explicit(&w->rq_head, &h, h + HALF, memory_order_release,
+                                               memory_order_relaxed))
     return false;
   (void)t;
   batch[HALF] = c;
@@ -471,9 +471,9 @@ static void poll_until_timer(struct worker *w)
  * program can never progress. Report every coroutine, as Go does, and abort. */
 static void deadlock_check_locked(void)
 {
-  if (atomic_load(&weft__sched.stopping) || any_work_visible() ||
-      timer_pending_count() > 0 || atomic_load(&weft__sched.io_waiters) > 0 ||
-      atomic_load(&weft__sched.blocking) > 0 || atomic_load(&weft__sched.signal_waiters) > 0)
+  if (atomic_load(&weft__sched.stopping) || any_work_visible() || timer_pending_count() > 0 ||
+      atomic_load(&weft__sched.io_waiters) > 0 || atomic_load(&weft__sched.blocking) > 0 ||
+      atomic_load(&weft__sched.signal_waiters) > 0)
     return;
   fprintf(stderr, "all coroutines are asleep - deadlock!\n\n");
   weft__dump_all(stderr);
@@ -513,7 +513,7 @@ static void idle_sleep(struct worker *w)
   if (w->idle)
     idle_remove_locked(w); /* woke by itself: not counted as spinning */
   else
-    w->spinning = true;    /* a waker counted us in nspinning */
+    w->spinning = true; /* a waker counted us in nspinning */
   if (w->is_poller) {
     w->is_poller = false;
     atomic_store(&weft__sched.polling, 0);
@@ -668,6 +668,9 @@ void weft__switch_exit(struct coro *self)
 void weft__sched_loop(struct worker *w)
 {
   struct coro *c;
+#if WEFT_TSAN
+  w->g0.tsan_fiber = __tsan_get_current_fiber();
+#endif
   while ((c = find_runnable(w)))
     switch_to(w, &w->g0, c, SWITCH_NONE);
 }

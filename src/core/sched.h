@@ -30,8 +30,8 @@ enum switch_action {
 struct worker {
   int index;
   pthread_t thread;
-  struct coro g0;        /* the scheduler loop's own context (native thread stack) */
-  struct coro *current;  /* running coroutine, NULL in the loop; owner thread only */
+  struct coro g0;       /* the scheduler loop's own context (native thread stack) */
+  struct coro *current; /* running coroutine, NULL in the loop; owner thread only */
 
   /* Post-switch hand-off; owner thread only (written before, read after a switch). */
   struct coro *prev;
@@ -42,29 +42,29 @@ struct worker {
   /* Local run queue: a ring that only the owner pushes to; owner and thieves pop from
    * head with CAS. Entries between head and tail are runnable coroutines. */
   _Atomic uint32_t rq_head;
-  _Atomic uint32_t rq_tail;           /* written by owner only */
+  _Atomic uint32_t rq_tail; /* written by owner only */
   struct coro *_Atomic rq[RUNQ_SIZE];
-  struct coro *_Atomic runnext;       /* next to run; owner exchanges, thieves CAS */
-  unsigned runnext_streak;            /* consecutive runnext picks; owner only */
+  struct coro *_Atomic runnext; /* next to run; owner exchanges, thieves CAS */
+  unsigned runnext_streak;      /* consecutive runnext picks; owner only */
 
-  uint32_t tick;       /* schedule count, for periodic fairness checks; owner only */
-  uint64_t rng;        /* xorshift state for victim choice; owner only */
-  bool spinning;       /* counted in sched.nspinning; owner only */
-  int64_t last_poll;   /* last non-blocking netpoll; owner only */
+  uint32_t tick;     /* schedule count, for periodic fairness checks; owner only */
+  uint64_t rng;      /* xorshift state for victim choice; owner only */
+  bool spinning;     /* counted in sched.nspinning; owner only */
+  int64_t last_poll; /* last non-blocking netpoll; owner only */
 
   struct timer_heap timers;  /* this worker's timers; heap lock */
   struct stack_cache stacks; /* owner only */
   struct coro *free_coros;   /* recycled records; owner only */
   int nfree_coros;
-  struct registry reg;       /* coroutines spawned on this worker */
+  struct registry reg; /* coroutines spawned on this worker */
 
   /* Idle state; guarded by sched.lock except futex_word. */
   bool idle;
   bool is_poller;
   struct worker *idle_next;
-  atomic_uint futex_word;    /* 1 = woken; the sleeper resets it */
+  atomic_uint futex_word; /* 1 = woken; the sleeper resets it */
 
-  void *altstack;            /* signal stack for the overflow handler */
+  void *altstack;             /* signal stack for the overflow handler */
   const void *g0_asan_bottom; /* the thread stack's bounds, learnt at the first switch */
   size_t g0_asan_size;
 } __attribute__((aligned(64)));
@@ -73,20 +73,20 @@ struct scheduler {
   int nworkers;
   struct worker *workers;
 
-  spinlock lock;             /* guards the global queue and the idle list */
+  spinlock lock; /* guards the global queue and the idle list */
   struct coro *gq_head, *gq_tail;
-  atomic_long gq_len;        /* written under lock, read lock-free as a hint */
+  atomic_long gq_len; /* written under lock, read lock-free as a hint */
   struct worker *idle_list;
-  atomic_int nidle;          /* workers on the idle list; written under lock */
-  atomic_int nspinning;      /* workers looking for work */
-  atomic_int polling;        /* 1 while a worker owns the poller */
+  atomic_int nidle;           /* workers on the idle list; written under lock */
+  atomic_int nspinning;       /* workers looking for work */
+  atomic_int polling;         /* 1 while a worker owns the poller */
   _Atomic int64_t poll_until; /* the poller's wake-up deadline, INT64_MAX if none */
 
-  atomic_bool stopping;      /* main returned */
-  atomic_long ncoros;        /* live coroutines (spawned, not yet returned) */
+  atomic_bool stopping; /* main returned */
+  atomic_long ncoros;   /* live coroutines (spawned, not yet returned) */
   atomic_ullong next_id;
 
-  atomic_long io_waiters;    /* wake sources, for deadlock detection */
+  atomic_long io_waiters; /* wake sources, for deadlock detection */
   atomic_long blocking;
   atomic_long signal_waiters;
 

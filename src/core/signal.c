@@ -21,17 +21,17 @@
 struct sig_waiter {
   sigset_t set;
   struct coro *self;
-  int delivered;          /* the signal handed over, or 0; guarded by sig.lock */
+  int delivered; /* the signal handed over, or 0; guarded by sig.lock */
   struct timer timer;
   struct sig_waiter *next, *prev;
 };
 
 static struct {
   spinlock lock;
-  struct sig_waiter *waiters;        /* guarded by lock */
-  atomic_int pending[NSIG_MAX];      /* deliveries not yet handed to a waiter */
+  struct sig_waiter *waiters;   /* guarded by lock */
+  atomic_int pending[NSIG_MAX]; /* deliveries not yet handed to a waiter */
   atomic_bool watched[NSIG_MAX];
-  struct sigaction saved[NSIG_MAX];  /* dispositions to restore */
+  struct sigaction saved[NSIG_MAX]; /* dispositions to restore */
   int pipe_rd, pipe_wr;
 } sig = {.pipe_rd = -1, .pipe_wr = -1};
 

@@ -11,7 +11,10 @@ typedef struct spinlock {
   atomic_int held;
 } spinlock;
 
-#define SPINLOCK_INIT {0}
+#define SPINLOCK_INIT \
+  {                   \
+    0                 \
+  }
 
 static inline void cpu_relax(void)
 {

@@ -20,9 +20,9 @@
 #include "core/spinlock.h"
 #include "core/stack.h"
 
-#define CACHE_MAX 32              /* stacks kept per worker */
-#define POOL_MAX 1024             /* default-size stacks kept globally */
-#define ARENA_BYTES (1ul << 30)   /* address space per arena (NORESERVE) */
+#define CACHE_MAX   32          /* stacks kept per worker */
+#define POOL_MAX    1024        /* default-size stacks kept globally */
+#define ARENA_BYTES (1ul << 30) /* address space per arena (NORESERVE) */
 
 struct arena {
   struct arena *next;
@@ -32,13 +32,13 @@ struct arena {
 static size_t page_size;
 static size_t default_size;
 static int guard_enabled;
-static long guarded_limit;        /* guarded stacks allowed before falling back */
+static long guarded_limit; /* guarded stacks allowed before falling back */
 static atomic_long guarded_count;
 
 static spinlock pool_lock = SPINLOCK_INIT; /* guards pool, arenas, arena_free */
-static struct stack *pool;        /* free default-size stacks */
+static struct stack *pool;                 /* free default-size stacks */
 static int pool_count;
-static struct stack *arena_free;  /* free arena stacks of other sizes */
+static struct stack *arena_free; /* free arena stacks of other sizes */
 static struct arena *arenas;
 
 static size_t round_pages(size_t n)

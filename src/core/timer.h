@@ -23,20 +23,20 @@ enum timer_state { TIMER_IDLE, TIMER_PENDING, TIMER_FIRING };
 struct timer_heap;
 
 struct timer {
-  int64_t when;                 /* monotonic ns; guarded by heap->lock while PENDING */
-  void (*fn)(struct timer *t);  /* callback; set before start */
-  void *arg;                    /* for the callback */
-  int index;                    /* position in the heap; guarded by heap->lock */
-  atomic_int state;             /* enum timer_state */
+  int64_t when;                    /* monotonic ns; guarded by heap->lock while PENDING */
+  void (*fn)(struct timer *t);     /* callback; set before start */
+  void *arg;                       /* for the callback */
+  int index;                       /* position in the heap; guarded by heap->lock */
+  atomic_int state;                /* enum timer_state */
   struct timer_heap *_Atomic heap; /* heap it was last started on */
 };
 
 struct timer_heap {
-  spinlock lock;              /* guards everything below except next_when's readers */
-  struct timer **items;       /* the heap array; guarded by lock */
-  int len, cap;               /* guarded by lock */
-  _Atomic int64_t next_when;  /* earliest deadline, INT64_MAX if empty; written under lock,
-                                 read lock-free by idle threads choosing a poll timeout */
+  spinlock lock;             /* guards everything below except next_when's readers */
+  struct timer **items;      /* the heap array; guarded by lock */
+  int len, cap;              /* guarded by lock */
+  _Atomic int64_t next_when; /* earliest deadline, INT64_MAX if empty; written under lock,
+                                read lock-free by idle threads choosing a poll timeout */
 };
 
 void timer_heap_init(struct timer_heap *h);

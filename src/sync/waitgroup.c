@@ -17,8 +17,8 @@ struct wg_waiter {
 
 struct wg_impl {
   atomic_long count;
-  atomic_long nwaiters;   /* waiters parked or about to park; under lock when changed */
-  spinlock lock;          /* guards waiters */
+  atomic_long nwaiters; /* waiters parked or about to park; under lock when changed */
+  spinlock lock;        /* guards waiters */
   struct wg_waiter *waiters;
 };
 

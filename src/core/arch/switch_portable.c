@@ -7,8 +7,7 @@
 
 static void portable_entry(unsigned hi_fn, unsigned lo_fn, unsigned hi_arg, unsigned lo_arg)
 {
-  void (*entry)(void *) =
-      (void (*)(void *))(((uintptr_t)hi_fn << 16 << 16) | (uintptr_t)lo_fn);
+  void (*entry)(void *) = (void (*)(void *))(((uintptr_t)hi_fn << 16 << 16) | (uintptr_t)lo_fn);
   void *arg = (void *)(((uintptr_t)hi_arg << 16 << 16) | (uintptr_t)lo_arg);
   entry(arg);
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages weft needs to build, test and benchmark. Idempotent:
+# installs only what is missing, and runs apt-get update only when it must install.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config   # toolchain
+  clang-format                                   # code format check
+  libcmocka-dev                                  # test framework
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
+)
+if [[ "${WEFT_BENCH_DEPS:-0}" == 1 ]]; then
+  PACKAGES+=(golang-go wrk)                      # the Go peers and the HTTP load tool
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+SUDO=""
+if [[ "$(id -u)" != 0 ]]; then
+  SUDO=sudo
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

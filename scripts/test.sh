@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install what the tests need, then build and run every test in release, asan (ASan +
+# UBSan) and tsan modes, and the core tests on AArch64 under qemu. Ends with one line:
+#   "tests: N passed, N failed"
+# WEFT_TEST_MODES overrides the mode list (e.g. "release").
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
+
+bash scripts/check-format.sh || exit 1
+
+modes=${WEFT_TEST_MODES:-"release asan tsan"}
+passed=0
+failed=0
+failed_names=()
+jobs=$(nproc)
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+
+count_ctest() { # $1 mode, $2 log
+  local p f
+  p=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* +Passed' "$2")
+  f=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(\*\*\*|Failed|Timeout|Not Run)' "$2")
+  passed=$((passed + p))
+  failed=$((failed + f))
+  if ((f > 0)); then
+    failed_names+=("$1: $(grep -E '^ *[0-9]+/[0-9]+ Test +#' "$2" | grep -vE ' Passed' | sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/' | tr '\n' ' ')")
+  fi
+}
+
+for mode in $modes; do
+  echo "=== $mode: build" >&2
+  if ! dir=$(bash scripts/build.sh "$mode"); then
+    echo "=== $mode: BUILD FAILED" >&2
+    failed=$((failed + 1))
+    failed_names+=("$mode: build")
+    continue
+  fi
+  echo "=== $mode: test" >&2
+  log=$(mktemp)
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" 2>&1) | tee "$log" >&2
+  count_ctest "$mode" "$log"
+  rm -f "$log"
+done
+
+if [[ " $modes " == *" release "* && "${WEFT_SKIP_AARCH64:-0}" != 1 && -x scripts/test-aarch64.sh ]]; then
+  echo "=== aarch64 (qemu): build and test" >&2
+  log=$(mktemp)
+  bash scripts/test-aarch64.sh 2>&1 | tee "$log" >&2
+  count_ctest aarch64 "$log"
+  if ! grep -qE 'tests passed' "$log"; then
+    failed=$((failed + 1))
+    failed_names+=("aarch64: build or run")
+  fi
+  rm -f "$log"
+fi
+
+if ((failed > 0)); then
+  echo "failed: ${failed_names[*]}" >&2
+fi
+echo "tests: $passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,117 @@
+/* weft_test.c: see weft_test.h. */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "weft_test.h"
+
+static char self_path[4096];
+
+int run_weft(int procs, int (*fn)(void *), void *arg)
+{
+  weft_config cfg = {.procs = procs, .stack_guard = 1, .leak_check = WEFT_LEAK_REPORT};
+  int rc = weft_main_with(&cfg, fn, arg);
+  if (weft_leaked() != 0)
+    fail_msg("%ld coroutine(s) leaked (still alive when main returned)", weft_leaked());
+  return rc;
+}
+
+void run_weft_p1to4(int (*fn)(void *), void *arg)
+{
+  for (int p = 1; p <= 4; p++) {
+    int rc = run_weft(p, fn, arg);
+    if (rc != 0)
+      fail_msg("scenario failed with P=%d: %d", p, rc);
+  }
+}
+
+uint64_t test_seed(void)
+{
+  static uint64_t seed;
+  if (!seed) {
+    const char *s = getenv("WEFT_TEST_SEED");
+    seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+    if (!seed)
+      seed = 1;
+    fprintf(stderr, "seed: WEFT_TEST_SEED=%llu\n", (unsigned long long)seed);
+  }
+  return seed;
+}
+
+int weft_test_main(int argc, char **argv, const struct CMUnitTest *tests, size_t ntests,
+                   const struct child_scenario *children, size_t nchildren)
+{
+  ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+  if (n > 0)
+    self_path[n] = '\0';
+  if (argc == 3 && strcmp(argv[1], "--child") == 0) {
+    for (size_t i = 0; i < nchildren; i++) {
+      if (strcmp(children[i].name, argv[2]) == 0) {
+        children[i].run();
+        return 0;
+      }
+    }
+    fprintf(stderr, "unknown child scenario %s\n", argv[2]);
+    return 2;
+  }
+  return _cmocka_run_group_tests(argv[0], tests, ntests, NULL, NULL);
+}
+
+char *expect_child_output(const char *name, int timeout_s, int *status)
+{
+  int pipefd[2];
+  assert_int_equal(pipe(pipefd), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(pipefd[1], 2);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    execl(self_path, self_path, "--child", name, (char *)NULL);
+    _exit(127);
+  }
+  close(pipefd[1]);
+  size_t cap = 65536, len = 0;
+  char *buf = malloc(cap);
+  time_t end = time(NULL) + timeout_s;
+  for (;;) {
+    struct pollfd p = {.fd = pipefd[0], .events = POLLIN};
+    int left = (int)(end - time(NULL));
+    if (left <= 0) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(&p, 1, left * 1000) <= 0)
+      continue;
+    if (len + 4096 > cap)
+      buf = realloc(buf, cap *= 2);
+    ssize_t r = read(pipefd[0], buf + len, cap - len - 1);
+    if (r <= 0)
+      break;
+    len += (size_t)r;
+  }
+  buf[len] = '\0';
+  close(pipefd[0]);
+  waitpid(pid, status, 0);
+  return buf;
+}
+
+void expect_child(const char *name, const char *needle, int timeout_s)
+{
+  int status = 0;
+  char *out = expect_child_output(name, timeout_s, &status);
+  bool died = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  if (!died || !strstr(out, needle)) {
+    fprintf(stderr, "child %s: status %d, stderr:\n%s\n", name, status, out);
+    free(out);
+    fail_msg("child %s did not fail with \"%s\"", name, needle);
+  }
+  free(out);
+}

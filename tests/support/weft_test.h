@@ -1,0 +1,55 @@
+/* weft_test.h: helpers shared by the tests.
+ *
+ * Every test that starts the runtime goes through run_weft(), which runs a main
+ * coroutine on a chosen number of scheduler threads and fails the test if any coroutine
+ * is still alive when main returns (the leak check runs in every test). */
+#ifndef WEFT_TEST_H
+#define WEFT_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "weft/weft.h"
+
+/* run_weft: run fn(arg) as main on procs scheduler threads (0: default) and return its
+ * result; fails the test on a leaked coroutine. */
+int run_weft(int procs, int (*fn)(void *), void *arg);
+
+/* run_weft_p1to4: run fn(arg) with P = 1, 2, 3 and 4, asserting it returns 0 each time. */
+void run_weft_p1to4(int (*fn)(void *), void *arg);
+
+/* Expected-failure subprocesses. A test program calls weft_test_main() from main();
+ * when started as `prog --child NAME` it runs the child scenario NAME instead of the
+ * cmocka group. expect_child() re-executes the program with --child NAME, waits at most
+ * timeout_s seconds, and asserts that it died abnormally (signal or non-zero exit) and
+ * that its stderr contains `needle`. */
+struct child_scenario {
+  const char *name;
+  void (*run)(void);
+};
+int weft_test_main(int argc, char **argv, const struct CMUnitTest *tests, size_t ntests,
+                   const struct child_scenario *children, size_t nchildren);
+void expect_child(const char *name, const char *needle, int timeout_s);
+/* expect_child_output: like expect_child, returns the child's stderr (malloc'd). */
+char *expect_child_output(const char *name, int timeout_s, int *status);
+
+/* test_seed: the seed for randomized tests: WEFT_TEST_SEED if set, else time-based;
+ * printed so a failure can be replayed. */
+uint64_t test_seed(void);
+
+/* Small per-thread PRNG for randomized tests. */
+static inline uint64_t test_rand(uint64_t *s)
+{
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+#define MS(n) ((int64_t)(n)*1000000)
+
+#endif
