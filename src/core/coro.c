@@ -20,7 +20,8 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-#define FREE_CORO_MAX 256 /* recycled records kept per worker */
+#define FREE_CORO_MAX   256 /* recycled records kept per worker */
+#define FREE_CORO_BATCH 128 /* moved at once to or from the global pool */
 
 /* ---- registry ---- */
 
@@ -53,9 +54,39 @@ void weft__registry_remove(struct coro *c)
 
 /* ---- records ---- */
 
+/* Records of exited coroutines are kept for reuse, never returned to malloc while the
+ * runtime runs (as Go keeps its g's): a warm record costs no page faults. Each worker
+ * caches up to FREE_CORO_MAX; beyond that, and when a cache runs dry, FREE_CORO_BATCH
+ * records move at once between the cache and the global pool. */
+static struct {
+  spinlock lock; /* guards head; a leaf lock */
+  struct coro *head;
+} record_pool;
+
+/* Move up to n records from *from (count *nfrom) to the front of *to. */
+static int move_records(struct coro **from, int *nfrom, struct coro **to, int n)
+{
+  int moved = 0;
+  while (*from && moved < n) {
+    struct coro *c = *from;
+    *from = c->next;
+    c->next = *to;
+    *to = c;
+    moved++;
+  }
+  if (nfrom)
+    *nfrom -= moved;
+  return moved;
+}
+
 static struct coro *coro_alloc(struct worker *w)
 {
   struct coro *c;
+  if (w && !w->free_coros && record_pool.head) {
+    spin_lock(&record_pool.lock);
+    w->nfree_coros += move_records(&record_pool.head, NULL, &w->free_coros, FREE_CORO_BATCH);
+    spin_unlock(&record_pool.lock);
+  }
   if (w && w->free_coros) {
     c = w->free_coros;
     w->free_coros = c->next;
@@ -71,16 +102,23 @@ static struct coro *coro_alloc(struct worker *w)
 
 static void coro_free(struct worker *w, struct coro *c)
 {
-  if (w && w->nfree_coros < FREE_CORO_MAX) {
-    c->next = w->free_coros;
-    w->free_coros = c;
-    w->nfree_coros++;
-  } else {
-    free(c);
+  if (!w) {
+    spin_lock(&record_pool.lock);
+    c->next = record_pool.head;
+    record_pool.head = c;
+    spin_unlock(&record_pool.lock);
+    return;
+  }
+  c->next = w->free_coros;
+  w->free_coros = c;
+  if (++w->nfree_coros > FREE_CORO_MAX) {
+    spin_lock(&record_pool.lock);
+    move_records(&w->free_coros, &w->nfree_coros, &record_pool.head, FREE_CORO_BATCH);
+    spin_unlock(&record_pool.lock);
   }
 }
 
-/* Free the records cached by w (worker shutdown). */
+/* Free the records cached by w and, once every worker has stopped, the pool's. */
 void weft__coro_cache_drain(struct worker *w)
 {
   while (w->free_coros) {
@@ -89,6 +127,17 @@ void weft__coro_cache_drain(struct worker *w)
     free(c);
   }
   w->nfree_coros = 0;
+}
+
+void weft__coro_pool_drain(void)
+{
+  spin_lock(&record_pool.lock);
+  while (record_pool.head) {
+    struct coro *c = record_pool.head;
+    record_pool.head = c->next;
+    free(c);
+  }
+  spin_unlock(&record_pool.lock);
 }
 
 static void coro_entry(void *arg);

@@ -30,6 +30,7 @@ struct main_call {
 };
 
 void weft__coro_cache_drain(struct worker *w);
+void weft__coro_pool_drain(void);
 void weft__coro_release(struct worker *w, struct coro *c);
 int weft__overflow_handler_install(struct worker *w);
 void weft__overflow_handler_remove(struct worker *w);
@@ -170,6 +171,7 @@ static void teardown(void)
     stack_cache_drain(&w->stacks);
     weft__coro_cache_drain(w);
   }
+  weft__coro_pool_drain();
   weft__poller_fini();
   stack_module_fini();
   free(s->workers);

@@ -172,6 +172,15 @@ void weft__runq_put(struct worker *w, struct coro *c)
 
 static struct coro *runq_get(struct worker *w)
 {
+  if (weft__sched.nworkers == 1) {
+    /* No thieves exist with one worker: the owner may move head without a CAS. */
+    uint32_t h = atomic_load_explicit(&w->rq_head, memory_order_relaxed);
+    if (atomic_load_explicit(&w->rq_tail, memory_order_relaxed) == h)
+      return NULL;
+    struct coro *c = atomic_load_explicit(&w->rq[h % RUNQ_SIZE], memory_order_relaxed);
+    atomic_store_explicit(&w->rq_head, h + 1, memory_order_release);
+    return c;
+  }
   for (;;) {
     uint32_t h = atomic_load_explicit(&w->rq_head, memory_order_acquire);
     uint32_t t = atomic_load_explicit(&w->rq_tail, memory_order_relaxed);
