@@ -46,6 +46,14 @@ for mode in $modes; do
   rm -f "$log"
 done
 
+if [[ " $modes " == *" release "* ]]; then
+  echo "=== install: pkg-config and find_package consumers" >&2
+  log=$(mktemp)
+  bash scripts/test-install.sh 2>&1 | tee "$log" >&2
+  count_ctest install "$log"
+  rm -f "$log"
+fi
+
 if [[ " $modes " == *" release "* && "${WEFT_SKIP_AARCH64:-0}" != 1 && -x scripts/test-aarch64.sh ]]; then
   echo "=== aarch64 (qemu): build and test" >&2
   log=$(mktemp)
