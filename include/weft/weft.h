@@ -3,6 +3,7 @@
 #define WEFT_WEFT_H
 
 #include "weft/blocking.h"
+#include "weft/chan.h"
 #include "weft/common.h"
 #include "weft/error.h"
 #include "weft/io.h"

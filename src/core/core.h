@@ -83,6 +83,10 @@ void weft__ready(struct coro *c);
 /* weft__current: the running coroutine, or NULL on a thread not running one. */
 struct coro *weft__current(void);
 
+/* weft__timer_start: arm t on the calling worker's heap (worker 0's from other threads)
+ * and make sure the poller wakes for it. Returns 0 or -ENOMEM. Any thread. */
+int weft__timer_start(struct timer *t, int64_t when);
+
 /* The wake-source counters that deadlock detection reads; see sched.c. */
 void weft__io_waiters_add(int delta);
 void weft__blocking_add(int delta);

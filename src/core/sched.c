@@ -239,7 +239,13 @@ static struct coro *runq_steal(struct worker *thief, struct worker *victim)
 /* Put c where w runs it next; the previous runnext goes to the ring's tail. */
 static void runnext_put(struct worker *w, struct coro *c)
 {
-  struct coro *old = atomic_exchange_explicit(&w->runnext, c, memory_order_acq_rel);
+  struct coro *old;
+  if (weft__sched.nworkers == 1) { /* no thieves: no read-modify-write needed */
+    old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    atomic_store_explicit(&w->runnext, c, memory_order_relaxed);
+  } else {
+    old = atomic_exchange_explicit(&w->runnext, c, memory_order_acq_rel);
+  }
   if (old)
     weft__runq_put(w, old);
 }
@@ -248,10 +254,13 @@ void weft__ready(struct coro *c)
 {
   struct worker *w = weft__this_worker();
   atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_relaxed);
-  if (w)
+  if (w) {
     runnext_put(w, c);
-  else
+    if (weft__sched.nworkers == 1)
+      return; /* the only worker is this one, and it is awake */
+  } else {
     weft__global_put(c);
+  }
   weft__wake_one();
 }
 
@@ -398,8 +407,11 @@ static struct coro *pick_local(struct worker *w)
     return NULL; /* main returned: go back to the loop, which ends */
   if (++w->tick % FAIRNESS_TICKS == 0 && (c = periodic_check(w)))
     return c;
-  if (atomic_load_explicit(&w->runnext, memory_order_relaxed)) {
-    c = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acq_rel);
+  if ((c = atomic_load_explicit(&w->runnext, memory_order_relaxed))) {
+    if (weft__sched.nworkers == 1)
+      atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);
+    else
+      c = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acq_rel);
     if (c) {
       if (++w->runnext_streak <= RUNNEXT_STREAK_MAX)
         return c;
@@ -575,6 +587,8 @@ static void check_canary(struct coro *c)
 static void switch_to(struct worker *w, struct coro *from, struct coro *to,
                       enum switch_action action)
 {
+  /* While w->current is still `from`, so that the report names the right coroutine. */
+  check_canary(from);
   if (to != &w->g0 && atomic_load_explicit(&to->state, memory_order_relaxed) == CORO_NEW &&
       !weft__coro_bind_stack(w, to))
     weft__die("weft: out of memory for the stack of coroutine %llu",
@@ -584,7 +598,6 @@ static void switch_to(struct worker *w, struct coro *from, struct coro *to,
   w->current = to == &w->g0 ? NULL : to;
   if (to != &w->g0)
     atomic_store_explicit(&to->state, CORO_RUNNING, memory_order_relaxed);
-  check_canary(from);
 #if WEFT_ASAN
   ASAN_START_SWITCH(action == SWITCH_EXIT ? NULL : &from->asan_fake_stack,
                     to->stack ? to->stack->lo : w->g0_asan_bottom,

@@ -108,7 +108,6 @@ void weft__switch_exit(struct coro *self) __attribute__((noreturn));
 void weft__after_switch(struct coro *self);
 void weft__coro_destroy(struct worker *w, struct coro *c);
 bool weft__coro_bind_stack(struct worker *w, struct coro *c);
-int weft__timer_start(struct timer *t, int64_t when);
 
 /* Registry helpers (coro.c). */
 void weft__registry_init(struct registry *r);

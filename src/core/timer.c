@@ -142,11 +142,19 @@ int timer_run_expired(struct timer_heap *h, int64_t now)
     heap_remove(h, 0);
     atomic_store_explicit(&t->state, TIMER_FIRING, memory_order_relaxed);
     spin_unlock(&h->lock);
-    t->fn(t);
+    if (t->callback_owns) {
+      atomic_store_explicit(&t->state, TIMER_IDLE, memory_order_release);
+      t->fn(t); /* may free or restart t */
+    } else {
+      t->fn(t);
+      /* The callback may have restarted it (PENDING): only FIRING goes back to IDLE. */
+      int firing = TIMER_FIRING;
+      atomic_compare_exchange_strong_explicit(&t->state, &firing, TIMER_IDLE,
+                                              memory_order_release, memory_order_relaxed);
+    }
     /* Counted as pending until the callback has readied whoever it wakes, so deadlock
      * detection never sees a moment with neither a timer nor a runnable coroutine. */
     atomic_fetch_sub(&pending_timers, 1);
-    atomic_store_explicit(&t->state, TIMER_IDLE, memory_order_release);
     fired++;
     spin_lock(&h->lock);
   }

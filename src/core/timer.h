@@ -29,6 +29,9 @@ struct timer {
   int index;                       /* position in the heap; guarded by heap->lock */
   atomic_int state;                /* enum timer_state */
   struct timer_heap *_Atomic heap; /* heap it was last started on */
+  bool callback_owns;              /* the callback may free or restart the timer: it is not
+                                      touched after the callback returns, and timer_stop
+                                      must not be called once it may have fired */
 };
 
 struct timer_heap {
