@@ -8,7 +8,9 @@
  * - sendq non-empty implies count == cap (a sender parks only when the buffer is full).
  * - once closed, sendq and recvq are empty and stay so.
  * Waiters are collected under the lock and readied after it is released. */
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -187,6 +189,8 @@ void wait_set_disarm(struct wait_set *s, int64_t deadline)
 
 /* ---- blocking send and receive ---- */
 
+static int chan_send(weft_chan *ch, const void *elem, int64_t deadline);
+
 struct park_one {
   struct weft_chan *ch;
   struct wait_set *set;
@@ -237,7 +241,35 @@ static int park_on(struct weft_chan *ch, struct waitq *q, struct chan_waiter *w,
   return set->result;
 }
 
+#ifndef NDEBUG
+/* Debug builds say where a send on a closed channel came from: in Go this panics, and
+ * the crawler-style bug it reveals (a producer outliving its consumer's close) deserves
+ * a trace even though weft reports it as -EPIPE. */
+static void log_closed_send(weft_chan *ch, void *caller)
+{
+  Dl_info info;
+  const char *fn = dladdr(caller, &info) && info.dli_sname ? info.dli_sname : "?";
+  uint64_t id = weft_self_id();
+  fprintf(stderr, "weft: send on closed channel %p from %s (%p) in coroutine %llu\n",
+          (void *)ch, fn, caller, (unsigned long long)id);
+}
+#define NOTE_CLOSED_SEND(rc, ch)                          \
+  do {                                                    \
+    if ((rc) == -EPIPE)                                   \
+      log_closed_send((ch), __builtin_return_address(0)); \
+  } while (0)
+#else
+#define NOTE_CLOSED_SEND(rc, ch) ((void)0)
+#endif
+
 int weft_chan_send(weft_chan *ch, const void *elem, int64_t deadline)
+{
+  int rc = chan_send(ch, elem, deadline);
+  NOTE_CLOSED_SEND(rc, ch);
+  return rc;
+}
+
+static int chan_send(weft_chan *ch, const void *elem, int64_t deadline)
 {
   struct coro *wake = NULL;
   if (!ch)
@@ -299,7 +331,9 @@ static int try_op(weft_chan *ch, void *elem, bool send)
 
 int weft_chan_try_send(weft_chan *ch, const void *elem)
 {
-  return try_op(ch, (void *)elem, true);
+  int rc = try_op(ch, (void *)elem, true);
+  NOTE_CLOSED_SEND(rc, ch);
+  return rc;
 }
 
 int weft_chan_try_recv(weft_chan *ch, void *elem)
@@ -311,7 +345,9 @@ int weft_chan_send_sized(weft_chan *ch, const void *elem, size_t size, int64_t d
 {
   if (ch && size != ch->elem_size)
     return -EINVAL;
-  return weft_chan_send(ch, elem, deadline);
+  int rc = chan_send(ch, elem, deadline);
+  NOTE_CLOSED_SEND(rc, ch);
+  return rc;
 }
 
 int weft_chan_recv_sized(weft_chan *ch, void *elem, size_t size, int64_t deadline)
