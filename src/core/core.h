@@ -48,7 +48,7 @@ struct coro {
   uint64_t id;                      /* unique, immutable */
   atomic_int state;                 /* enum coro_state; changed by the scheduler only */
   const char *wait_reason;          /* why it is parked; written before park, read by dumps */
-  int64_t wait_since;               /* coarse monotonic ns when it parked */
+  int64_t wait_since;               /* monotonic ns when it parked (the worker's clock) */
   int wake_result;                  /* set by the waker before weft__ready (e.g. -ETIMEDOUT) */
   size_t stack_size;                /* requested size */
   const char *file;                 /* creation site, static strings */

@@ -57,7 +57,7 @@ static long dump_registry(FILE *out, struct registry *r, int64_t now)
 long weft__dump_all(FILE *out)
 {
   long n = 0;
-  int64_t now = coarse_now_ns();
+  int64_t now = now_ns();
   if (!weft__sched.workers)
     return 0;
   for (int i = 0; i < weft__sched.nworkers; i++)
@@ -82,7 +82,7 @@ void weft__die(const char *fmt, ...)
   struct coro *c = weft__current();
   if (c) {
     fprintf(stderr, "\nin ");
-    weft__dump_coro(stderr, c, coarse_now_ns());
+    weft__dump_coro(stderr, c, now_ns());
   }
   fprintf(stderr, "\n");
   weft__dump_all(stderr);

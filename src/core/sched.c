@@ -386,6 +386,7 @@ static int run_all_timers(int64_t now)
 static struct coro *periodic_check(struct worker *w)
 {
   int64_t now = now_ns();
+  w->clock = now;
   timer_run_expired(&w->timers, now);
   if (now - w->last_poll > BUSY_POLL_NS && atomic_load(&weft__sched.io_waiters) > 0) {
     int zero = 0;
@@ -399,14 +400,29 @@ static struct coro *periodic_check(struct worker *w)
 }
 
 /* The next coroutine this worker should run without leaving the caller's stack, or NULL.
- * Owner thread only; called on coroutine stacks and in the loop. */
-static struct coro *pick_local(struct worker *w)
+ * Owner thread only; called on coroutine stacks and in the loop.
+ *
+ * parking: the caller is weft__park, whose coroutine may still hold the lock that its
+ * commit step releases (a channel's, the signal waiters'). The periodic duties run timer
+ * callbacks and the signal dispatch, which take such locks: run there, they would spin
+ * forever on a lock their own thread holds. So a park that falls on a periodic tick
+ * returns NULL and goes through g0, where the commit step runs first and the loop's
+ * pick_local then takes the tick and does the duties. (Skipping the duties on the park
+ * path instead would starve the global queue and this worker's timers whenever its
+ * coroutines only ever park and ready each other.) */
+static struct coro *pick_local(struct worker *w, bool parking)
 {
   struct coro *c;
   if (atomic_load_explicit(&weft__sched.stopping, memory_order_relaxed))
     return NULL; /* main returned: go back to the loop, which ends */
-  if (++w->tick % FAIRNESS_TICKS == 0 && (c = periodic_check(w)))
-    return c;
+  if (++w->tick % FAIRNESS_TICKS == 0) {
+    if (parking) {
+      w->tick--; /* left for the loop's pick_local, after the commit step */
+      return NULL;
+    }
+    if ((c = periodic_check(w)))
+      return c;
+  }
   if ((c = atomic_load_explicit(&w->runnext, memory_order_relaxed))) {
     if (weft__sched.nworkers == 1)
       atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);
@@ -446,7 +462,7 @@ static struct coro *steal_work(struct worker *w)
         return c;
     }
     if (run_all_timers(now_ns()) > 0)
-      return pick_local(w);
+      return pick_local(w, false);
   }
   return NULL;
 }
@@ -549,9 +565,10 @@ static struct coro *find_runnable(struct worker *w)
   for (;;) {
     if (atomic_load(&weft__sched.stopping))
       break;
-    if ((c = pick_local(w)) || (c = global_get()))
+    if ((c = pick_local(w, false)) || (c = global_get()))
       goto found;
-    if (run_all_timers(now_ns()) > 0)
+    w->clock = now_ns();
+    if (run_all_timers(w->clock) > 0)
       continue;
     if (!w->spinning) {
       w->spinning = true;
@@ -653,11 +670,11 @@ void weft__park(const char *reason, park_commit_fn commit, void *arg)
   if (!self)
     weft__die("weft: %s outside a coroutine", reason);
   self->wait_reason = reason;
-  self->wait_since = coarse_now_ns();
+  self->wait_since = w->clock;
   atomic_store_explicit(&self->state, CORO_PARKED, memory_order_relaxed);
   w->commit = commit;
   w->commit_arg = arg;
-  struct coro *next = pick_local(w);
+  struct coro *next = pick_local(w, true);
   switch_to(w, self, next ? next : &w->g0, SWITCH_PARK);
   self->wait_reason = NULL;
 }
@@ -667,7 +684,7 @@ void weft_yield(void)
   struct worker *w = weft__this_worker();
   if (!w || !w->current)
     return;
-  struct coro *next = pick_local(w);
+  struct coro *next = pick_local(w, false);
   if (!next && !(next = global_get())) {
     if (!atomic_load_explicit(&weft__sched.stopping, memory_order_relaxed))
       return; /* nothing else to run here */
@@ -681,7 +698,7 @@ void weft__switch_exit(struct coro *self)
 {
   struct worker *w = weft__this_worker();
   atomic_store_explicit(&self->state, CORO_DEAD, memory_order_relaxed);
-  struct coro *next = pick_local(w);
+  struct coro *next = pick_local(w, false);
   switch_to(w, self, next ? next : &w->g0, SWITCH_EXIT);
   __builtin_unreachable();
 }

@@ -51,6 +51,8 @@ struct worker {
   uint64_t rng;      /* xorshift state for victim choice; owner only */
   bool spinning;     /* counted in sched.nspinning; owner only */
   int64_t last_poll; /* last non-blocking netpoll; owner only */
+  int64_t clock;     /* monotonic ns at the last periodic check: the "waiting since" stamp
+                        of a park, at most FAIRNESS_TICKS switches stale; owner only */
 
   struct timer_heap timers;  /* this worker's timers; heap lock */
   struct stack_cache stacks; /* owner only */

@@ -94,18 +94,33 @@ static struct stack *stack_header(char *lo, size_t usable, bool guarded)
   return s;
 }
 
+/* Take one guarded stack out of the budget; false when it is spent. A CAS rather than a
+ * load and a later increment, so that workers allocating at once never overshoot it. */
+static bool reserve_guarded(void)
+{
+  long n = atomic_load(&guarded_count);
+  while (n < guarded_limit)
+    if (atomic_compare_exchange_weak(&guarded_count, &n, n + 1))
+      return true;
+  return false;
+}
+
+/* A guarded stack; the caller has reserved it (reserve_guarded). */
 static struct stack *alloc_guarded(size_t usable)
 {
   char *p = mmap(NULL, usable + page_size, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (p == MAP_FAILED)
-    return NULL;
-  if (mprotect(p, page_size, PROT_NONE) != 0) {
-    munmap(p, usable + page_size);
-    return NULL;
-  }
-  atomic_fetch_add(&guarded_count, 1);
+    goto err_unreserve;
+  if (mprotect(p, page_size, PROT_NONE) != 0)
+    goto err_unmap;
   return stack_header(p + page_size, usable, true);
+
+err_unmap:
+  munmap(p, usable + page_size);
+err_unreserve:
+  atomic_fetch_sub(&guarded_count, 1);
+  return NULL;
 }
 
 /* Carve usable bytes from the current arena; pool_lock held. */
@@ -169,9 +184,12 @@ struct stack *stack_alloc(struct stack_cache *cache, size_t size)
   spin_lock(&pool_lock);
   s = pool_take_locked(usable);
   spin_unlock(&pool_lock);
-  if (s)
+  if (s) {
+    if (!s->guarded)
+      *(uint64_t *)s->lo = STACK_CANARY; /* trimmed away by stack_free */
     return s;
-  if (guard_enabled && atomic_load(&guarded_count) < guarded_limit) {
+  }
+  if (guard_enabled && reserve_guarded()) {
     s = alloc_guarded(usable);
     if (s)
       return s;
@@ -188,13 +206,14 @@ static void release_guarded(struct stack *s)
   atomic_fetch_sub(&guarded_count, 1);
 }
 
-/* Give an arena stack's pages back to the kernel, keeping the header page. */
+/* Give an arena stack's pages back to the kernel, keeping the header page. The canary
+ * goes with them: stack_alloc writes it again when the stack is reused, so that a free
+ * stack costs one resident page, not two. */
 static void trim_arena_stack(struct stack *s)
 {
   size_t below_header = ((char *)s - (char *)s->lo) & ~(page_size - 1);
   if (below_header > 0)
     madvise(s->lo, below_header, MADV_DONTNEED);
-  *(uint64_t *)s->lo = STACK_CANARY;
 }
 
 void stack_free(struct stack_cache *cache, struct stack *s)

@@ -23,37 +23,9 @@
 
 /* ---- queues ---- */
 
-void waitq_push(struct waitq *q, struct chan_waiter *w)
-{
-  w->next = NULL;
-  w->prev = q->tail;
-  if (q->tail)
-    q->tail->next = w;
-  else
-    q->head = w;
-  q->tail = w;
-  w->queued = true;
-}
-
-void waitq_remove(struct waitq *q, struct chan_waiter *w)
-{
-  if (!w->queued)
-    return;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    q->head = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    q->tail = w->prev;
-  w->next = w->prev = NULL;
-  w->queued = false;
-}
-
 /* Dequeue the first waiter whose wait set we can claim; waiters of sets already claimed
  * elsewhere (a select that fired on another case, or timed out) are dropped. */
-static struct chan_waiter *waitq_claim(struct waitq *q)
+static inline struct chan_waiter *waitq_claim(struct waitq *q)
 {
   struct chan_waiter *w;
   while ((w = q->head)) {
@@ -99,10 +71,28 @@ static void *slot(struct weft_chan *ch, size_t i)
   return ch->buf + (i % ch->cap) * ch->elem_size;
 }
 
+/* Copy one element; the common small sizes inline, not through a memcpy call. */
+static inline void elem_copy(void *dst, const void *src, size_t size)
+{
+  switch (size) {
+  case 4:
+    memcpy(dst, src, 4);
+    break;
+  case 8:
+    memcpy(dst, src, 8);
+    break;
+  case 16:
+    memcpy(dst, src, 16);
+    break;
+  default:
+    memcpy(dst, src, size);
+  }
+}
+
 static void copy_elem(struct weft_chan *ch, void *dst, const void *src)
 {
   if (dst)
-    memcpy(dst, src, ch->elem_size);
+    elem_copy(dst, src, ch->elem_size);
 }
 
 /* Complete a claimed waiter's case; the caller readies w->set->self after unlocking. */
@@ -124,7 +114,7 @@ int chan_send_locked(struct weft_chan *ch, const void *elem, struct coro **wake)
     return 0;
   }
   if (ch->count < ch->cap) {
-    memcpy(slot(ch, ch->head + ch->count), elem, ch->elem_size);
+    elem_copy(slot(ch, ch->head + ch->count), elem, ch->elem_size);
     ch->count++;
     return 0;
   }
@@ -140,7 +130,7 @@ int chan_recv_locked(struct weft_chan *ch, void *elem, struct coro **wake)
     } else {
       /* Full buffer: take the oldest, and the sender's value takes its place at the tail. */
       copy_elem(ch, elem, slot(ch, ch->head));
-      memcpy(slot(ch, ch->head), s->elem, ch->elem_size);
+      elem_copy(slot(ch, ch->head), s->elem, ch->elem_size);
       ch->head = (ch->head + 1) % ch->cap;
     }
     *wake = complete(s, 0);
@@ -175,16 +165,9 @@ void wait_set_arm_deadline(struct wait_set *s, int64_t deadline)
 {
   if (deadline == WEFT_NO_DEADLINE)
     return;
-  s->timer.fn = deadline_fired;
-  s->timer.arg = s;
+  s->timer = (struct timer){.fn = deadline_fired, .arg = s};
   if (weft__timer_start(&s->timer, deadline) != 0)
     deadline_fired(&s->timer); /* no memory for the timer: time out now */
-}
-
-void wait_set_disarm(struct wait_set *s, int64_t deadline)
-{
-  if (deadline != WEFT_NO_DEADLINE)
-    timer_stop(&s->timer);
 }
 
 /* ---- blocking send and receive ---- */
@@ -282,7 +265,8 @@ static int chan_send(weft_chan *ch, const void *elem, int64_t deadline)
       weft__ready(wake);
     return rc;
   }
-  struct wait_set set = {.self = weft__current()};
+  struct wait_set set;
+  wait_set_init(&set);
   struct chan_waiter w = {.set = &set, .elem = (void *)elem};
   if (!set.self) {
     spin_unlock(&ch->lock);
@@ -304,7 +288,8 @@ int weft_chan_recv(weft_chan *ch, void *elem, int64_t deadline)
       weft__ready(wake);
     return rc;
   }
-  struct wait_set set = {.self = weft__current()};
+  struct wait_set set;
+  wait_set_init(&set);
   struct chan_waiter w = {.set = &set, .elem = elem};
   if (!set.self) {
     spin_unlock(&ch->lock);

@@ -65,8 +65,46 @@ struct weft_chan {
 int chan_send_locked(struct weft_chan *ch, const void *elem, struct coro **wake);
 int chan_recv_locked(struct weft_chan *ch, void *elem, struct coro **wake);
 
-void waitq_push(struct waitq *q, struct chan_waiter *w);
-void waitq_remove(struct waitq *q, struct chan_waiter *w);
+static inline void waitq_push(struct waitq *q, struct chan_waiter *w)
+{
+  w->next = NULL;
+  w->prev = q->tail;
+  if (q->tail)
+    q->tail->next = w;
+  else
+    q->head = w;
+  q->tail = w;
+  w->queued = true;
+}
+
+/* Remove w if it is still queued (a no-op otherwise). */
+static inline void waitq_remove(struct waitq *q, struct chan_waiter *w)
+{
+  if (!w->queued)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    q->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    q->tail = w->prev;
+  w->next = w->prev = NULL;
+  w->queued = false;
+}
+
+/* wait_set_init: a fresh wait set for the running coroutine. The timer is left
+ * uninitialised: wait_set_arm_deadline sets it up, and only a set with a deadline is
+ * disarmed. */
+static inline void wait_set_init(struct wait_set *s)
+{
+  s->self = weft__current();
+  atomic_init(&s->done, 0);
+  s->exclusive = false;
+  s->fired = 0;
+  s->result = 0;
+}
 
 /* wait_set_claim: win the right to complete this wait. */
 static inline bool wait_set_claim(struct wait_set *s)
@@ -85,6 +123,10 @@ static inline bool wait_set_claim(struct wait_set *s)
  * -ETIMEDOUT. */
 void wait_set_arm_deadline(struct wait_set *s, int64_t deadline);
 /* After waking: stop the deadline timer, waiting for its callback if it is running. */
-void wait_set_disarm(struct wait_set *s, int64_t deadline);
+static inline void wait_set_disarm(struct wait_set *s, int64_t deadline)
+{
+  if (deadline != WEFT_NO_DEADLINE)
+    timer_stop(&s->timer);
+}
 
 #endif

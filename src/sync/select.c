@@ -177,7 +177,8 @@ int weft_select(weft_select_case *cases, size_t n, int flags, int64_t deadline)
   uint16_t order_buf[STACK_CASES];
   struct weft_chan *locks_buf[STACK_CASES];
   struct chan_waiter waiters_buf[STACK_CASES];
-  struct wait_set set = {.self = weft__current()};
+  struct wait_set set;
+  wait_set_init(&set);
   struct select_frame f = {.n = n,
                            .set = &set,
                            .deadline = deadline,
