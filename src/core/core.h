@@ -47,8 +47,10 @@ struct coro {
   struct registry *reg;             /* registry holding it; immutable after spawn */
   uint64_t id;                      /* unique, immutable */
   atomic_int state;                 /* enum coro_state; changed by the scheduler only */
-  const char *wait_reason;          /* why it is parked; written before park, read by dumps */
-  int64_t wait_since;               /* monotonic ns when it parked (the worker's clock) */
+  const char *_Atomic wait_reason;  /* why it is parked; written before park, read by dumps
+                                       on any thread (relaxed: the strings are static) */
+  _Atomic int64_t wait_since;       /* monotonic ns when it parked (the worker's clock);
+                                       relaxed, as wait_reason */
   int wake_result;                  /* set by the waker before weft__ready (e.g. -ETIMEDOUT) */
   size_t stack_size;                /* requested size */
   const char *file;                 /* creation site, static strings */

@@ -61,7 +61,14 @@ void weft__registry_remove(struct coro *c)
 static struct {
   spinlock lock; /* guards head; a leaf lock */
   struct coro *head;
+  atomic_bool stocked; /* head != NULL: a lock-free peek for coro_alloc; written under lock
+                          (relaxed: a stale answer only costs a malloc or a lock) */
 } record_pool;
+
+static void pool_changed_locked(void)
+{
+  atomic_store_explicit(&record_pool.stocked, record_pool.head != NULL, memory_order_relaxed);
+}
 
 /* Move up to n records from *from (count *nfrom) to the front of *to. */
 static int move_records(struct coro **from, int *nfrom, struct coro **to, int n)
@@ -82,9 +89,10 @@ static int move_records(struct coro **from, int *nfrom, struct coro **to, int n)
 static struct coro *coro_alloc(struct worker *w)
 {
   struct coro *c;
-  if (w && !w->free_coros && record_pool.head) {
+  if (w && !w->free_coros && atomic_load_explicit(&record_pool.stocked, memory_order_relaxed)) {
     spin_lock(&record_pool.lock);
     w->nfree_coros += move_records(&record_pool.head, NULL, &w->free_coros, FREE_CORO_BATCH);
+    pool_changed_locked();
     spin_unlock(&record_pool.lock);
   }
   if (w && w->free_coros) {
@@ -106,6 +114,7 @@ static void coro_free(struct worker *w, struct coro *c)
     spin_lock(&record_pool.lock);
     c->next = record_pool.head;
     record_pool.head = c;
+    pool_changed_locked();
     spin_unlock(&record_pool.lock);
     return;
   }
@@ -114,6 +123,7 @@ static void coro_free(struct worker *w, struct coro *c)
   if (++w->nfree_coros > FREE_CORO_MAX) {
     spin_lock(&record_pool.lock);
     move_records(&w->free_coros, &w->nfree_coros, &record_pool.head, FREE_CORO_BATCH);
+    pool_changed_locked();
     spin_unlock(&record_pool.lock);
   }
 }
@@ -137,6 +147,7 @@ void weft__coro_pool_drain(void)
     record_pool.head = c->next;
     free(c);
   }
+  pool_changed_locked();
   spin_unlock(&record_pool.lock);
 }
 
@@ -213,10 +224,7 @@ int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts, co
 #endif
   atomic_fetch_add(&weft__sched.ncoros, 1);
   weft__registry_add(w ? &w->reg : &weft__sched.foreign_reg, c);
-  if (w)
-    weft__runq_put(w, c);
-  else
-    weft__global_put(c);
+  weft__spawn_put(w, c);
   weft__wake_one();
   return 0;
 }

@@ -18,6 +18,7 @@
 
 static const char *state_name(const struct coro *c)
 {
+  const char *reason;
   switch (atomic_load_explicit(&c->state, memory_order_relaxed)) {
   case CORO_NEW:
     return "runnable, not started";
@@ -26,7 +27,8 @@ static const char *state_name(const struct coro *c)
   case CORO_RUNNING:
     return "running";
   case CORO_PARKED:
-    return c->wait_reason ? c->wait_reason : "parked";
+    reason = atomic_load_explicit(&c->wait_reason, memory_order_relaxed);
+    return reason ? reason : "parked";
   default:
     return "dead";
   }
@@ -38,8 +40,9 @@ void weft__dump_coro(FILE *out, const struct coro *c, int64_t now)
   if (c->name[0])
     fprintf(out, " \"%s\"", c->name);
   fprintf(out, " [%s", state_name(c));
-  if (atomic_load_explicit(&c->state, memory_order_relaxed) == CORO_PARKED && c->wait_since)
-    fprintf(out, ", %.2fs", (double)(now - c->wait_since) / 1e9);
+  int64_t since = atomic_load_explicit(&c->wait_since, memory_order_relaxed);
+  if (atomic_load_explicit(&c->state, memory_order_relaxed) == CORO_PARKED && since)
+    fprintf(out, ", %.2fs", (double)(now - since) / 1e9);
   fprintf(out, "]: created at %s:%d in %s\n", c->file ? c->file : "?", c->line,
           c->func ? c->func : "?");
 }
@@ -106,7 +109,7 @@ static void overflow_handler(int sig, siginfo_t *info, void *uctx)
                      "(created at %s:%d in %s)\n"
                      "  raise it with weft_go_options.stack_size or WEFT_STACK_SIZE\n",
                      (unsigned long long)c->id, c->name[0] ? " \"" : "", c->name,
-                     c->name[0] ? "\"" : "", c->stack->size, c->file ? c->file : "?", c->line,
+                     c->name[0] ? "\"" : "", c->stack->slot, c->file ? c->file : "?", c->line,
                      c->func ? c->func : "?");
     if (n > 0)
       (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);

@@ -53,6 +53,7 @@ struct io_wait {
   struct pollfd_desc *pd;
   int dir;
   struct coro *self;
+  unsigned gen; /* pd->gen when the wait began: a forget since then ends it */
   struct timer timer;
 };
 
@@ -99,6 +100,8 @@ int weft_fd_register(int fd)
     int flags = fcntl(fd, F_GETFL);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                              .data.ptr = pd};
+    /* Before epoll_ctl: from then on the poller thread may read it (handle_event). */
+    pd->kind = PD_FD;
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
       err = -errno;
     } else if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 && errno != EEXIST) {
@@ -109,10 +112,8 @@ int weft_fd_register(int fd)
         atomic_store(&pd->slot[1], SLOT_READY);
       }
     }
-    if (!err) {
-      pd->kind = PD_FD;
+    if (!err)
       atomic_store_explicit(&pd->registered, true, memory_order_release);
-    }
   }
   spin_unlock(&pd->reg_lock);
   return err;
@@ -135,26 +136,45 @@ static void wake_slot(struct pollfd_desc *pd, int dir, uintptr_t newval, int res
   }
 }
 
+/* Forget pd's registration and wake its waiters with -EBADF; pd->reg_lock held. */
+static void forget_locked(struct pollfd_desc *pd, int fd)
+{
+  if (!atomic_load(&pd->registered))
+    return;
+  atomic_fetch_add(&pd->gen, 1);
+  epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+  atomic_store(&pd->registered, false);
+  wake_slot(pd, 0, 0, -EBADF);
+  wake_slot(pd, 1, 0, -EBADF);
+}
+
 void weft_fd_forget(int fd)
 {
   struct pollfd_desc *pd = pd_lookup(fd, false);
   if (!pd || !atomic_load(&pd->registered))
     return;
   spin_lock(&pd->reg_lock);
-  if (atomic_load(&pd->registered)) {
-    atomic_fetch_add(&pd->gen, 1);
-    epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-    atomic_store(&pd->registered, false);
-    wake_slot(pd, 0, 0, -EBADF);
-    wake_slot(pd, 1, 0, -EBADF);
-  }
+  forget_locked(pd, fd);
   spin_unlock(&pd->reg_lock);
 }
 
+/* Forget and close under reg_lock, so that a call racing with the close (one that began
+ * before it) either registers the fd first, and is forgotten here, or registers it after
+ * the close and fails on the closed fd. Forgetting and then closing left a window in which
+ * such a call registered the fd again between the two: the stale mark then made the next
+ * fd given that number look registered, so it stayed blocking and outside epoll and its
+ * first read blocked a scheduler thread for good. A close that blocks (SO_LINGER) holds up
+ * only registrations of this same fd number. */
 int weft_close(int fd)
 {
-  weft_fd_forget(fd);
-  return close(fd) == 0 ? 0 : -errno;
+  struct pollfd_desc *pd = pd_lookup(fd, true);
+  if (!pd)
+    return close(fd) == 0 ? 0 : -errno;
+  spin_lock(&pd->reg_lock);
+  forget_locked(pd, fd);
+  int rc = close(fd) == 0 ? 0 : -errno;
+  spin_unlock(&pd->reg_lock);
+  return rc;
 }
 
 /* ---- waiting ---- */
@@ -165,6 +185,15 @@ static bool io_wait_commit(struct coro *c, void *arg)
   uintptr_t expected = 0;
   if (!atomic_compare_exchange_strong(&wt->pd->slot[wt->dir], &expected, (uintptr_t)c))
     return false; /* readiness arrived while we were switching out */
+  /* A forget since fd_wait read gen may have found the slot still empty and woken nobody.
+   * It bumps gen before it looks at the slot, and we put ourselves in the slot before
+   * looking at gen (all seq_cst): either it saw us and readies us, or we see its gen. */
+  if (atomic_load(&wt->pd->gen) != wt->gen) {
+    expected = (uintptr_t)c;
+    if (atomic_compare_exchange_strong(&wt->pd->slot[wt->dir], &expected, 0))
+      return false; /* withdrawn: fd_wait sees the new gen and returns -EBADF */
+    return true;    /* an event or the forget took us out of the slot and readies us */
+  }
   if (wt->timer.when != INT64_MAX && weft__timer_start(&wt->timer, wt->timer.when) != 0) {
     wake_slot(wt->pd, wt->dir, 0, -ENOMEM);
   }
@@ -216,7 +245,7 @@ static int fd_wait(int fd, int dir, int64_t deadline)
       return -EBADF;
     if (deadline != WEFT_NO_DEADLINE && deadline <= now_ns())
       return -ETIMEDOUT;
-    struct io_wait wt = {.pd = pd, .dir = dir, .self = self};
+    struct io_wait wt = {.pd = pd, .dir = dir, .self = self, .gen = gen};
     wt.timer.fn = io_timeout_fired;
     wt.timer.arg = &wt;
     wt.timer.when = deadline;
@@ -232,14 +261,33 @@ static int fd_wait(int fd, int dir, int64_t deadline)
   }
 }
 
+/* weft_wait_readable and weft_wait_writable promise a state, not an edge: data already
+ * in the fd counts, even when an earlier call consumed the READY mark and left it unread
+ * (epoll, edge-triggered, then reports nothing new and fd_wait alone would wait for more).
+ * So look with poll(2) first, and again after each wake-up, since a mark can be stale. */
+static int wait_ready(int fd, int dir, int64_t deadline)
+{
+  struct pollfd p = {.fd = fd, .events = dir ? POLLOUT : POLLIN};
+  for (;;) {
+    int n = poll(&p, 1, 0);
+    if (n > 0)
+      return p.revents & POLLNVAL ? -EBADF : 0;
+    if (n < 0 && errno != EINTR)
+      return -errno;
+    int err = fd_wait(fd, dir, deadline);
+    if (err)
+      return err;
+  }
+}
+
 int weft_wait_readable(int fd, int64_t deadline)
 {
-  return fd_wait(fd, 0, deadline);
+  return wait_ready(fd, 0, deadline);
 }
 
 int weft_wait_writable(int fd, int64_t deadline)
 {
-  return fd_wait(fd, 1, deadline);
+  return wait_ready(fd, 1, deadline);
 }
 
 /* ---- the poller ---- */
@@ -318,19 +366,38 @@ static int handle_event(struct epoll_event *ev)
   return readied;
 }
 
-int weft__poller_poll(int64_t deadline)
+/* Set once epoll_pwait2 reports ENOSYS: Linux before 5.11, qemu-user 7.2 (the AArch64
+ * CI run) and old seccomp filters lack it. epoll_wait then stands in, with the timeout
+ * rounded up to whole milliseconds so that a sub-millisecond wait does not spin.
+ * Relaxed: every thread that reads false just makes one more failing call. */
+static atomic_bool no_epoll_pwait2;
+
+static int epoll_wait_until(struct epoll_event *events, int64_t deadline)
 {
-  struct epoll_event events[MAX_EVENTS];
   struct timespec ts, *tsp = NULL;
+  int64_t left = 0;
   if (deadline != INT64_MAX) {
-    int64_t left = deadline - now_ns();
+    left = deadline - now_ns();
     if (left < 0)
       left = 0;
     ts.tv_sec = (time_t)(left / 1000000000);
     ts.tv_nsec = (long)(left % 1000000000);
     tsp = &ts;
   }
-  int n = epoll_pwait2(epfd, events, MAX_EVENTS, tsp, NULL);
+  if (!atomic_load_explicit(&no_epoll_pwait2, memory_order_relaxed)) {
+    int n = epoll_pwait2(epfd, events, MAX_EVENTS, tsp, NULL);
+    if (n >= 0 || errno != ENOSYS)
+      return n;
+    atomic_store_explicit(&no_epoll_pwait2, true, memory_order_relaxed);
+  }
+  int64_t ms = (left + 999999) / 1000000;
+  return epoll_wait(epfd, events, MAX_EVENTS, !tsp ? -1 : ms > INT32_MAX ? INT32_MAX : (int)ms);
+}
+
+int weft__poller_poll(int64_t deadline)
+{
+  struct epoll_event events[MAX_EVENTS];
+  int n = epoll_wait_until(events, deadline);
   int readied = 0;
   for (int i = 0; i < n; i++)
     readied += handle_event(&events[i]);

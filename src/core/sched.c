@@ -114,11 +114,55 @@ void weft__global_put(struct coro *c)
   spin_unlock(&weft__sched.lock);
 }
 
+/* Coroutines spawned while their worker's ring is half full wait here, behind every
+ * runnable one: a burst of spawns must not delay coroutines already woken (a timer's
+ * sleeper would otherwise wait behind 100,000 unstarted coroutines). sched.lock. */
+static struct coro *spawnq_get_locked(void)
+{
+  struct coro *c = weft__sched.sq_head;
+  if (c) {
+    weft__sched.sq_head = c->next;
+    if (!weft__sched.sq_head)
+      weft__sched.sq_tail = NULL;
+    atomic_fetch_sub(&weft__sched.sq_len, 1);
+    c->next = NULL;
+  }
+  return c;
+}
+
+void weft__spawn_put(struct worker *w, struct coro *c)
+{
+  if (w) {
+    uint32_t h = atomic_load_explicit(&w->rq_head, memory_order_relaxed);
+    uint32_t t = atomic_load_explicit(&w->rq_tail, memory_order_relaxed);
+    if (t - h < RUNQ_SIZE / 2) {
+      weft__runq_put(w, c);
+      return;
+    }
+  }
+  c->next = NULL;
+  spin_lock(&weft__sched.lock);
+  if (weft__sched.sq_tail)
+    weft__sched.sq_tail->next = c;
+  else
+    weft__sched.sq_head = c;
+  weft__sched.sq_tail = c;
+  atomic_fetch_add(&weft__sched.sq_len, 1);
+  spin_unlock(&weft__sched.lock);
+}
+
+/* Take a runnable coroutine from the global queue, else a new one from the spawn queue. */
 static struct coro *global_get(void)
 {
   struct coro *c;
-  if (atomic_load_explicit(&weft__sched.gq_len, memory_order_relaxed) == 0)
-    return NULL;
+  if (atomic_load_explicit(&weft__sched.gq_len, memory_order_relaxed) == 0) {
+    if (atomic_load_explicit(&weft__sched.sq_len, memory_order_relaxed) == 0)
+      return NULL;
+    spin_lock(&weft__sched.lock);
+    c = spawnq_get_locked();
+    spin_unlock(&weft__sched.lock);
+    return c;
+  }
   spin_lock(&weft__sched.lock);
   c = weft__sched.gq_head;
   if (c) {
@@ -469,7 +513,7 @@ static struct coro *steal_work(struct worker *w)
 
 static bool any_work_visible(void)
 {
-  if (atomic_load(&weft__sched.gq_len) > 0)
+  if (atomic_load(&weft__sched.gq_len) > 0 || atomic_load(&weft__sched.sq_len) > 0)
     return true;
   for (int i = 0; i < weft__sched.nworkers; i++)
     if (!runq_empty(&weft__sched.workers[i]))
@@ -522,7 +566,8 @@ static void deadlock_check_locked(void)
 static void idle_sleep(struct worker *w)
 {
   spin_lock(&weft__sched.lock);
-  if (atomic_load(&weft__sched.gq_len) > 0 || atomic_load(&weft__sched.stopping)) {
+  if (atomic_load(&weft__sched.gq_len) > 0 || atomic_load(&weft__sched.sq_len) > 0 ||
+      atomic_load(&weft__sched.stopping)) {
     spin_unlock(&weft__sched.lock);
     return;
   }
@@ -595,7 +640,7 @@ static void check_canary(struct coro *c)
   if (c->stack && !stack_canary_ok(c->stack))
     weft__die("weft: coroutine %llu (%s) overflowed its %zu-byte stack (created at %s:%d "
               "in %s); run with guard pages or a larger stack",
-              (unsigned long long)c->id, c->name[0] ? c->name : "unnamed", c->stack->size,
+              (unsigned long long)c->id, c->name[0] ? c->name : "unnamed", c->stack->slot,
               c->file ? c->file : "?", c->line, c->func ? c->func : "?");
 }
 
@@ -605,6 +650,8 @@ static void switch_to(struct worker *w, struct coro *from, struct coro *to,
                       enum switch_action action)
 {
   /* While w->current is still `from`, so that the report names the right coroutine. */
+  if (from->stack)
+    stack_note_depth(from->stack, __builtin_frame_address(0));
   check_canary(from);
   if (to != &w->g0 && atomic_load_explicit(&to->state, memory_order_relaxed) == CORO_NEW &&
       !weft__coro_bind_stack(w, to))
@@ -669,14 +716,14 @@ void weft__park(const char *reason, park_commit_fn commit, void *arg)
   struct coro *self = w->current;
   if (!self)
     weft__die("weft: %s outside a coroutine", reason);
-  self->wait_reason = reason;
-  self->wait_since = w->clock;
+  atomic_store_explicit(&self->wait_reason, reason, memory_order_relaxed);
+  atomic_store_explicit(&self->wait_since, w->clock, memory_order_relaxed);
   atomic_store_explicit(&self->state, CORO_PARKED, memory_order_relaxed);
   w->commit = commit;
   w->commit_arg = arg;
   struct coro *next = pick_local(w, true);
   switch_to(w, self, next ? next : &w->g0, SWITCH_PARK);
-  self->wait_reason = NULL;
+  atomic_store_explicit(&self->wait_reason, NULL, memory_order_relaxed);
 }
 
 void weft_yield(void)

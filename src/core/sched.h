@@ -77,7 +77,9 @@ struct scheduler {
 
   spinlock lock; /* guards the global queue and the idle list */
   struct coro *gq_head, *gq_tail;
-  atomic_long gq_len; /* written under lock, read lock-free as a hint */
+  atomic_long gq_len;             /* written under lock, read lock-free as a hint */
+  struct coro *sq_head, *sq_tail; /* the spawn queue: new coroutines, after gq */
+  atomic_long sq_len;             /* written under lock, read lock-free as a hint */
   struct worker *idle_list;
   atomic_int nidle;           /* workers on the idle list; written under lock */
   atomic_int nspinning;       /* workers looking for work */
@@ -104,6 +106,7 @@ void weft__set_this_worker(struct worker *w);
 void weft__sched_loop(struct worker *w);
 void weft__runq_put(struct worker *w, struct coro *c);
 void weft__global_put(struct coro *c);
+void weft__spawn_put(struct worker *w, struct coro *c);
 void weft__wake_one(void);
 void weft__wake_all(void);
 void weft__switch_exit(struct coro *self) __attribute__((noreturn));

@@ -1,14 +1,19 @@
 /* stack.c: stack allocation (see stack.h).
  *
- * Layout of a stack of usable size S (page multiple), from low to high addresses:
- *   guarded: [guard page][S - header ............ ][struct stack]   own mapping
- *   arena:   [canary][S - header ................ ][struct stack]   slice of an arena
- * The header sits in the stack's top page, which the coroutine touches anyway.
+ * Layout, low to high addresses, for a slot of S bytes (a page multiple):
+ *   guarded: [guard page][frames ..................... header]       its own mapping
+ *   arena:   ..prev: [frames ... header | canary] [frames ........ header | canary]..
+ *                                         ^ this stack's lo         ^ next one's lo
+ * An arena stack's canary (CANARY_ZONE bytes) sits at the top of the page below its
+ * slot, the page that holds the previous slot's header and is resident anyway, so the
+ * canary costs no page of its own: a parked coroutine costs one page either way. An
+ * arena keeps a prefix page for the first slot's canary.
  *
- * The global pool (pool_lock) keeps free default-size stacks beyond what the worker
- * caches hold (guarded ones up to POOL_MAX, then unmapped). Arena stacks cannot be
- * unmapped one by one: a freed one goes back to the pool (or to arena_free if its size is
- * not the default) after MADV_DONTNEED has returned its pages, so it costs no RSS. */
+ * Free stacks: per-worker caches (owner only), then the global pool (pool_lock). Stacks
+ * are kept for reuse, as Go keeps its heap: a warm stack costs no page faults. Before a
+ * stack enters the pool, the pages below its top page are given back (MADV_DONTNEED) if
+ * its coroutine was seen using them (low_water), so a pooled stack costs about a page.
+ * Guarded stacks beyond POOL_MAX are unmapped; arena slices cannot be, and are kept. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,7 +26,8 @@
 #include "core/stack.h"
 
 #define CACHE_MAX   32          /* stacks kept per worker */
-#define POOL_MAX    1024        /* default-size stacks kept globally */
+#define POOL_MAX    65536       /* guarded default-size stacks kept globally */
+#define CANARY_ZONE 64          /* bytes below an arena slot holding its canary */
 #define ARENA_BYTES (1ul << 30) /* address space per arena (NORESERVE) */
 
 struct arena {
@@ -82,12 +88,15 @@ long stack_guarded_count(void)
   return atomic_load(&guarded_count);
 }
 
-static struct stack *stack_header(char *lo, size_t usable, bool guarded)
+/* Lay out a stack whose frames span [lo, top): the header goes just below top. */
+static struct stack *stack_header(char *lo, char *top, size_t slot, bool guarded)
 {
-  struct stack *s = (struct stack *)(lo + usable - sizeof(struct stack));
+  struct stack *s = (struct stack *)(top - sizeof(struct stack));
   s->lo = lo;
-  s->size = usable - sizeof(struct stack);
+  s->size = (size_t)((char *)s - lo);
+  s->slot = slot;
   s->guarded = guarded;
+  s->low_water = (char *)s;
   s->next = NULL;
   if (!guarded)
     *(uint64_t *)lo = STACK_CANARY;
@@ -114,7 +123,7 @@ static struct stack *alloc_guarded(size_t usable)
     goto err_unreserve;
   if (mprotect(p, page_size, PROT_NONE) != 0)
     goto err_unmap;
-  return stack_header(p + page_size, usable, true);
+  return stack_header(p + page_size, p + page_size + usable, usable, true);
 
 err_unmap:
   munmap(p, usable + page_size);
@@ -128,7 +137,7 @@ static struct stack *alloc_arena_locked(size_t usable)
 {
   if (!arenas || (size_t)(arenas->end - arenas->cur) < usable) {
     struct arena *a = malloc(sizeof *a);
-    size_t bytes = usable > ARENA_BYTES ? usable : ARENA_BYTES;
+    size_t bytes = usable + page_size > ARENA_BYTES ? usable + page_size : ARENA_BYTES;
     char *p = a ? mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
                 : MAP_FAILED;
@@ -136,14 +145,15 @@ static struct stack *alloc_arena_locked(size_t usable)
       free(a);
       return NULL;
     }
-    a->base = a->cur = p;
+    a->base = p;
+    a->cur = p + page_size; /* the prefix page holds the first slot's canary */
     a->end = p + bytes;
     a->next = arenas;
     arenas = a;
   }
-  char *lo = arenas->cur;
+  char *slot = arenas->cur;
   arenas->cur += usable;
-  return stack_header(lo, usable, false);
+  return stack_header(slot - CANARY_ZONE, slot + usable - CANARY_ZONE, usable, false);
 }
 
 static struct stack *pool_take_locked(size_t usable)
@@ -160,7 +170,7 @@ static struct stack *pool_take_locked(size_t usable)
   }
   for (struct stack **pp = &arena_free; *pp; pp = &(*pp)->next) {
     s = *pp;
-    if (s->size + sizeof(struct stack) == usable) {
+    if (s->slot == usable) {
       *pp = s->next;
       s->next = NULL;
       return s;
@@ -184,11 +194,8 @@ struct stack *stack_alloc(struct stack_cache *cache, size_t size)
   spin_lock(&pool_lock);
   s = pool_take_locked(usable);
   spin_unlock(&pool_lock);
-  if (s) {
-    if (!s->guarded)
-      *(uint64_t *)s->lo = STACK_CANARY; /* trimmed away by stack_free */
+  if (s)
     return s;
-  }
   if (guard_enabled && reserve_guarded()) {
     s = alloc_guarded(usable);
     if (s)
@@ -202,24 +209,24 @@ struct stack *stack_alloc(struct stack_cache *cache, size_t size)
 
 static void release_guarded(struct stack *s)
 {
-  munmap((char *)s->lo - page_size, s->size + sizeof(struct stack) + page_size);
+  munmap((char *)s->lo - page_size, s->slot + page_size);
   atomic_fetch_sub(&guarded_count, 1);
 }
 
-/* Give an arena stack's pages back to the kernel, keeping the header page. The canary
- * goes with them: stack_alloc writes it again when the stack is reused, so that a free
- * stack costs one resident page, not two. */
-static void trim_arena_stack(struct stack *s)
+/* Give back the pages below the top page if the coroutine was seen using them. The
+ * canary of an arena stack lives in the page below its slot, which is not touched. */
+static void trim_stack(struct stack *s)
 {
-  size_t below_header = ((char *)s - (char *)s->lo) & ~(page_size - 1);
-  if (below_header > 0)
-    madvise(s->lo, below_header, MADV_DONTNEED);
+  uintptr_t first = ((uintptr_t)s->lo + page_size - 1) & ~(uintptr_t)(page_size - 1);
+  uintptr_t top_page = (uintptr_t)s & ~(uintptr_t)(page_size - 1);
+  if ((uintptr_t)s->low_water < top_page && top_page > first)
+    madvise((void *)first, top_page - first, MADV_DONTNEED);
+  s->low_water = (char *)s;
 }
 
 void stack_free(struct stack_cache *cache, struct stack *s)
 {
-  size_t usable = s->size + sizeof(struct stack);
-  bool is_default = usable == default_size;
+  bool is_default = s->slot == default_size;
 
   if (is_default && cache && cache->count < CACHE_MAX) {
     s->next = cache->head;
@@ -227,8 +234,7 @@ void stack_free(struct stack_cache *cache, struct stack *s)
     cache->count++;
     return;
   }
-  if (!s->guarded)
-    trim_arena_stack(s);
+  trim_stack(s);
   spin_lock(&pool_lock);
   if (is_default && (pool_count < POOL_MAX || !s->guarded)) {
     s->next = pool;

@@ -19,11 +19,22 @@
 #include <stdint.h>
 
 struct stack {
-  void *lo;           /* lowest usable byte (above the guard page) */
+  void *lo;           /* lowest usable byte (above the guard page; the canary if none) */
   size_t size;        /* usable bytes, from lo up to this header */
+  size_t slot;        /* the size class: bytes of address space asked for */
   bool guarded;       /* has a guard page below lo */
+  char *low_water;    /* lowest frame seen at a switch away: how deep it was used
+                         (approximately: deeper calls between switches are not seen);
+                         owner: the thread running the coroutine */
   struct stack *next; /* free-list link; guarded by the list's owner */
 };
+
+/* stack_note_depth: record that the running coroutine's frames reach down to sp. */
+static inline void stack_note_depth(struct stack *s, void *sp)
+{
+  if ((char *)sp < s->low_water)
+    s->low_water = sp;
+}
 
 #define STACK_CANARY 0x77656674c0ffee77ULL
 

@@ -60,8 +60,11 @@ weft_chan *weft_chan_retain(weft_chan *ch)
 
 void weft_chan_release(weft_chan *ch)
 {
-  if (ch && atomic_fetch_sub_explicit(&ch->refs, 1, memory_order_acq_rel) == 1)
-    free(ch);
+  if (!ch || atomic_fetch_sub_explicit(&ch->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  if (ch->finalize)
+    ch->finalize(ch);
+  free(ch);
 }
 
 /* ---- operations under the lock ---- */

@@ -47,12 +47,16 @@ struct waitq {
 };
 
 struct weft_chan {
-  spinlock lock; /* guards everything below but refs and elem_size/cap */
+  spinlock lock; /* guards everything below but refs, elem_size, cap and finalize */
   atomic_long refs;
   size_t elem_size; /* immutable */
   size_t cap;       /* immutable */
-  size_t count;     /* buffered elements */
-  size_t head;      /* index of the oldest buffered element */
+  /* Run by the last release just before the channel is freed; set before the channel is
+   * handed out, then immutable. weft_after's channels cancel their timer with it. */
+  void (*finalize)(struct weft_chan *ch);
+  void *finalize_arg;
+  size_t count; /* buffered elements */
+  size_t head;  /* index of the oldest buffered element */
   bool closed;
   struct waitq recvq;  /* parked receivers, FIFO */
   struct waitq sendq;  /* parked senders, FIFO */

@@ -3,7 +3,9 @@
  * lock guards cur and the FIFO of waiters. A waiter is granted its tokens by a release
  * (granted = true, under lock) or gives up at its deadline (the timer removes it under
  * lock); whichever comes first under the lock decides, so no claim flag is needed. A
- * waiter that gives up from the front of the queue lets the ones behind it try. */
+ * waiter that gives up from the front of the queue lets the ones behind it try. A request
+ * for more than size tokens can never be granted: as in x/sync it is not queued (it would
+ * hold up everyone behind it for nothing) but waits out its deadline alone. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -115,6 +117,33 @@ static bool sem_commit(struct coro *c, void *arg)
   return true;
 }
 
+static void doomed_deadline(struct timer *t)
+{
+  weft__ready(t->arg);
+}
+
+static bool doomed_commit(struct coro *c, void *arg)
+{
+  struct timer *t = arg;
+  if (t->when == WEFT_NO_DEADLINE)
+    return true; /* waits for good, as in Go */
+  t->fn = doomed_deadline;
+  t->arg = c;
+  return weft__timer_start(t, t->when) == 0; /* no memory: abandon; the caller retries */
+}
+
+/* Park until the deadline without joining the queue, then fail. Coroutine. */
+static int wait_doomed(int64_t deadline)
+{
+  struct timer t = {.when = deadline};
+  do {
+    weft__park("semaphore", doomed_commit, &t);
+    if (deadline != WEFT_NO_DEADLINE)
+      timer_stop(&t); /* t lives on this stack: wait for its callback to return */
+  } while (now_ns() < deadline);
+  return -ETIMEDOUT;
+}
+
 int weft_sem_acquire(weft_sem *s, int64_t n, int64_t deadline)
 {
   struct sem_waiter w = {.n = n, .self = weft__current(), .sem = s};
@@ -131,6 +160,10 @@ int weft_sem_acquire(weft_sem *s, int64_t n, int64_t deadline)
   if (!w.self) {
     spin_unlock(&s->lock);
     return -EPERM;
+  }
+  if (n > s->size) {
+    spin_unlock(&s->lock);
+    return wait_doomed(deadline);
   }
   w.prev = s->tail;
   if (s->tail)

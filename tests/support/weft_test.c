@@ -64,9 +64,34 @@ int weft_test_main(int argc, char **argv, const struct CMUnitTest *tests, size_t
   return _cmocka_run_group_tests(argv[0], tests, ntests, NULL, NULL);
 }
 
+/* Cross builds run each test under an emulator (qemu-user; ctest passes its command line,
+ * words separated by spaces, in WEFT_TEST_EMULATOR). Without binfmt_misc the kernel cannot
+ * exec the test binary itself, so a child that fails to exec directly is started through
+ * the emulator. Fills argv (room for n entries) and returns false if there is none. */
+static bool emulator_argv(char *buf, size_t size, char **argv, size_t n, const char *name)
+{
+  const char *emu = getenv("WEFT_TEST_EMULATOR");
+  size_t i = 0;
+  if (!emu || !*emu || strlen(emu) >= size)
+    return false;
+  strcpy(buf, emu);
+  for (char *save, *w = strtok_r(buf, " ", &save); w && i + 4 < n;
+       w = strtok_r(NULL, " ", &save))
+    argv[i++] = w;
+  if (i == 0)
+    return false;
+  argv[i++] = self_path;
+  argv[i++] = "--child";
+  argv[i++] = (char *)name;
+  argv[i] = NULL;
+  return true;
+}
+
 char *expect_child_output(const char *name, int timeout_s, int *status)
 {
   int pipefd[2];
+  char emu_buf[1024], *emu_argv[16];
+  bool emulated = emulator_argv(emu_buf, sizeof emu_buf, emu_argv, 16, name);
   assert_int_equal(pipe(pipefd), 0);
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -75,6 +100,8 @@ char *expect_child_output(const char *name, int timeout_s, int *status)
     close(pipefd[0]);
     close(pipefd[1]);
     execl(self_path, self_path, "--child", name, (char *)NULL);
+    if (emulated)
+      execv(emu_argv[0], emu_argv);
     _exit(127);
   }
   close(pipefd[1]);
