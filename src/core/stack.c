@@ -13,7 +13,8 @@
  * are kept for reuse, as Go keeps its heap: a warm stack costs no page faults. Before a
  * stack enters the pool, the pages below its top page are given back (MADV_DONTNEED) if
  * its coroutine was seen using them (low_water), so a pooled stack costs about a page.
- * Guarded stacks beyond POOL_MAX are unmapped; arena slices cannot be, and are kept. */
+ * Guarded stacks beyond POOL_MAX are unmapped; arena slices cannot be, and are kept.
+ * Pools and arenas live as long as the process (see stack_module_init). */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -41,9 +42,11 @@ static int guard_enabled;
 static long guarded_limit; /* guarded stacks allowed before falling back */
 static atomic_long guarded_count;
 
-static spinlock pool_lock = SPINLOCK_INIT; /* guards pool, arenas, arena_free */
-static struct stack *pool;                 /* free default-size stacks */
-static int pool_count;
+static spinlock pool_lock = SPINLOCK_INIT; /* guards the pools, arenas, arena_free */
+static struct stack *pool_guarded;         /* free guarded stacks of pool_size */
+static int pool_guarded_count;
+static struct stack *pool_arena; /* free arena stacks of pool_size */
+static size_t pool_size;         /* the default size the pools were built for */
 static struct stack *arena_free; /* free arena stacks of other sizes */
 static struct arena *arenas;
 
@@ -64,17 +67,45 @@ static long read_max_map_count(void)
   return v;
 }
 
+/* Move the pools of an old default size out of the way (guarded stacks unmapped, arena
+ * ones to arena_free, which is searched by size); pool_lock held. */
+static void flush_pools_locked(void)
+{
+  while (pool_guarded) {
+    struct stack *s = pool_guarded;
+    pool_guarded = s->next;
+    munmap((char *)s->lo - page_size, s->slot + page_size);
+    atomic_fetch_sub(&guarded_count, 1);
+  }
+  pool_guarded_count = 0;
+  while (pool_arena) {
+    struct stack *s = pool_arena;
+    pool_arena = s->next;
+    s->next = arena_free;
+    arena_free = s;
+  }
+}
+
+/* The pools and arenas outlive a runtime: a program (or a benchmark) that runs
+ * weft_main again finds its stacks warm, and a coroutine abandoned inside a blocking
+ * call at shutdown keeps a valid stack for the pool thread that still writes to it. */
 int stack_module_init(size_t size, int guard)
 {
-  page_size = (size_t)sysconf(_SC_PAGESIZE);
+  if (!page_size) {
+    page_size = (size_t)sysconf(_SC_PAGESIZE);
+    /* Each guarded stack is two map entries; leave a quarter of the budget to malloc,
+     * shared libraries and the program's own mappings. */
+    guarded_limit = read_max_map_count() * 3 / 8;
+  }
   default_size = round_pages(size ? size : 128 * 1024);
   if (default_size < 4 * page_size)
     default_size = 4 * page_size;
   guard_enabled = guard;
-  /* Each guarded stack is two map entries; leave a quarter of the budget to malloc,
-   * shared libraries and the program's own mappings. */
-  guarded_limit = read_max_map_count() * 3 / 8;
-  atomic_store(&guarded_count, 0);
+  spin_lock(&pool_lock);
+  if (pool_size != default_size)
+    flush_pools_locked();
+  pool_size = default_size;
+  spin_unlock(&pool_lock);
   return 0;
 }
 
@@ -156,18 +187,21 @@ static struct stack *alloc_arena_locked(size_t usable)
   return stack_header(slot - CANARY_ZONE, slot + usable - CANARY_ZONE, usable, false);
 }
 
-static struct stack *pool_take_locked(size_t usable)
+/* A free stack of the given slot size from the pools; pool_lock held. */
+static struct stack *pool_take_locked(size_t usable, bool guarded)
 {
-  struct stack *s;
-  if (usable == default_size) {
-    s = pool;
+  struct stack *s, **head = guarded ? &pool_guarded : &pool_arena;
+  if (usable == pool_size) {
+    s = *head;
     if (s) {
-      pool = s->next;
-      pool_count--;
+      *head = s->next;
+      pool_guarded_count -= guarded;
       s->next = NULL;
     }
     return s;
   }
+  if (guarded)
+    return NULL;
   for (struct stack **pp = &arena_free; *pp; pp = &(*pp)->next) {
     s = *pp;
     if (s->slot == usable) {
@@ -192,7 +226,7 @@ struct stack *stack_alloc(struct stack_cache *cache, size_t size)
     return s;
   }
   spin_lock(&pool_lock);
-  s = pool_take_locked(usable);
+  s = guard_enabled ? pool_take_locked(usable, true) : NULL;
   spin_unlock(&pool_lock);
   if (s)
     return s;
@@ -202,7 +236,9 @@ struct stack *stack_alloc(struct stack_cache *cache, size_t size)
       return s;
   }
   spin_lock(&pool_lock);
-  s = alloc_arena_locked(usable);
+  s = pool_take_locked(usable, false);
+  if (!s)
+    s = alloc_arena_locked(usable);
   spin_unlock(&pool_lock);
   return s;
 }
@@ -236,10 +272,14 @@ void stack_free(struct stack_cache *cache, struct stack *s)
   }
   trim_stack(s);
   spin_lock(&pool_lock);
-  if (is_default && (pool_count < POOL_MAX || !s->guarded)) {
-    s->next = pool;
-    pool = s;
-    pool_count++;
+  if (s->slot == pool_size && s->guarded && pool_guarded_count < POOL_MAX) {
+    s->next = pool_guarded;
+    pool_guarded = s;
+    pool_guarded_count++;
+    s = NULL;
+  } else if (s->slot == pool_size && !s->guarded) {
+    s->next = pool_arena;
+    pool_arena = s;
     s = NULL;
   } else if (!s->guarded) {
     s->next = arena_free; /* arena slices cannot be unmapped one by one */
@@ -269,22 +309,8 @@ bool stack_guard_hit(const struct stack *s, const void *addr)
   return a >= lo - 4096 && a < lo + 64;
 }
 
+/* The runtime stopped: the caches were drained into the pools, which stay (see
+ * stack_module_init). */
 void stack_module_fini(void)
 {
-  spin_lock(&pool_lock);
-  while (pool) {
-    struct stack *s = pool;
-    pool = s->next;
-    if (s->guarded)
-      release_guarded(s);
-  }
-  pool_count = 0;
-  arena_free = NULL;
-  while (arenas) {
-    struct arena *a = arenas;
-    arenas = a->next;
-    munmap(a->base, (size_t)(a->end - a->base));
-    free(a);
-  }
-  spin_unlock(&pool_lock);
 }

@@ -1,7 +1,7 @@
 /* timer.c: per-worker timer heaps (see timer.h for the state machine).
  *
  * Invariants, under heap->lock: items[0..len) is a 4-ary min-heap on when; every timer in
- * it is PENDING with index equal to its position; next_when == items[0]->when, or INT64_MAX
+ * it is PENDING with index equal to its position; next_when == items[0].when, or INT64_MAX
  * when len == 0. */
 #include <errno.h>
 #include <sched.h>
@@ -32,56 +32,56 @@ void timer_heap_fini(struct timer_heap *h)
   h->len = h->cap = 0;
 }
 
-static void heap_set(struct timer_heap *h, int i, struct timer *t)
+static void heap_set(struct timer_heap *h, int i, struct timer_entry e)
 {
-  h->items[i] = t;
-  t->index = i;
+  h->items[i] = e;
+  e.t->index = i;
 }
 
 static void sift_up(struct timer_heap *h, int i)
 {
-  struct timer *t = h->items[i];
+  struct timer_entry e = h->items[i];
   while (i > 0) {
     int parent = (i - 1) / 4;
-    if (h->items[parent]->when <= t->when)
+    if (h->items[parent].when <= e.when)
       break;
     heap_set(h, i, h->items[parent]);
     i = parent;
   }
-  heap_set(h, i, t);
+  heap_set(h, i, e);
 }
 
 static void sift_down(struct timer_heap *h, int i)
 {
-  struct timer *t = h->items[i];
+  struct timer_entry e = h->items[i];
   for (;;) {
     int first = 4 * i + 1, best = -1;
     for (int c = first; c < first + 4 && c < h->len; c++)
-      if (best < 0 || h->items[c]->when < h->items[best]->when)
+      if (best < 0 || h->items[c].when < h->items[best].when)
         best = c;
-    if (best < 0 || h->items[best]->when >= t->when)
+    if (best < 0 || h->items[best].when >= e.when)
       break;
     heap_set(h, i, h->items[best]);
     i = best;
   }
-  heap_set(h, i, t);
+  heap_set(h, i, e);
 }
 
 static void update_next(struct timer_heap *h)
 {
-  atomic_store_explicit(&h->next_when, h->len ? h->items[0]->when : INT64_MAX,
+  atomic_store_explicit(&h->next_when, h->len ? h->items[0].when : INT64_MAX,
                         memory_order_release);
 }
 
 /* Remove items[i]; lock held. */
 static void heap_remove(struct timer_heap *h, int i)
 {
-  struct timer *last = h->items[--h->len];
-  h->items[i]->index = -1;
+  struct timer_entry last = h->items[--h->len];
+  h->items[i].t->index = -1;
   if (i < h->len) {
     heap_set(h, i, last);
     sift_up(h, i);
-    sift_down(h, last->index);
+    sift_down(h, last.t->index);
   }
   update_next(h);
 }
@@ -91,7 +91,7 @@ int timer_start(struct timer_heap *h, struct timer *t, int64_t when)
   spin_lock(&h->lock);
   if (h->len == h->cap) {
     int cap = h->cap ? h->cap * 2 : 64;
-    struct timer **items = realloc(h->items, (size_t)cap * sizeof *items);
+    struct timer_entry *items = realloc(h->items, (size_t)cap * sizeof *items);
     if (!items) {
       spin_unlock(&h->lock);
       return -ENOMEM;
@@ -102,7 +102,7 @@ int timer_start(struct timer_heap *h, struct timer *t, int64_t when)
   t->when = when;
   atomic_store_explicit(&t->heap, h, memory_order_relaxed);
   atomic_store_explicit(&t->state, TIMER_PENDING, memory_order_relaxed);
-  h->items[h->len] = t;
+  h->items[h->len] = (struct timer_entry){when, t};
   t->index = h->len++;
   sift_up(h, t->index);
   update_next(h);
@@ -137,8 +137,8 @@ int timer_run_expired(struct timer_heap *h, int64_t now)
   if (atomic_load_explicit(&h->next_when, memory_order_acquire) > now)
     return 0;
   spin_lock(&h->lock);
-  while (h->len > 0 && h->items[0]->when <= now) {
-    struct timer *t = h->items[0];
+  while (h->len > 0 && h->items[0].when <= now) {
+    struct timer *t = h->items[0].t;
     heap_remove(h, 0);
     atomic_store_explicit(&t->state, TIMER_FIRING, memory_order_relaxed);
     spin_unlock(&h->lock);
