@@ -245,7 +245,7 @@ static bool runq_empty(struct worker *w)
 }
 
 /* Steal half of victim's ring into thief's (empty) ring; return one to run now. */
-static struct coro *runq_steal(struct worker *thief, struct worker *victim)
+static struct coro *runq_steal(struct worker *thief, struct worker *victim, bool take_runnext)
 {
   uint32_t tt = atomic_load_explicit(&thief->rq_tail, memory_order_relaxed);
   for (;;) {
@@ -254,7 +254,9 @@ static struct coro *runq_steal(struct worker *thief, struct worker *victim)
     uint32_t n = t - h;
     n -= n / 2;
     if (n == 0) {
-      /* Take the victim's runnext only when its ring is empty: it is about to run it. */
+      /* The victim's runnext, only when asked (see steal_work) and its ring is empty. */
+      if (!take_runnext)
+        return NULL;
       struct coro *c = atomic_load_explicit(&victim->runnext, memory_order_acquire);
       if (c && atomic_compare_exchange_strong(&victim->runnext, &c, NULL))
         return c;
@@ -492,16 +494,27 @@ static uint64_t xorshift(uint64_t *s)
 }
 
 /* Steal from the other workers in a random order; also fire their due timers. */
+/* Spin for about this long before taking another worker's runnext (Go waits 3 us): the
+ * coroutine that readied it is usually about to park and run it on a warm cache, and a
+ * channel ping-pong split across two threads costs a wake-up per message. */
+#define RUNNEXT_STEAL_DELAY_SPINS 1000
+
+/* Steal from the other workers in a random order; also fire their due timers. The last
+ * attempt may take a victim's runnext, after a short pause. */
 static struct coro *steal_work(struct worker *w)
 {
   int n = weft__sched.nworkers;
   for (int attempt = 0; attempt < 2; attempt++) {
+    bool take_runnext = attempt == 1;
+    if (take_runnext)
+      for (int i = 0; i < RUNNEXT_STEAL_DELAY_SPINS; i++)
+        cpu_relax();
     int start = (int)(xorshift(&w->rng) % (uint64_t)n);
     for (int i = 0; i < n; i++) {
       struct worker *v = &weft__sched.workers[(start + i) % n];
       if (v == w)
         continue;
-      struct coro *c = runq_steal(w, v);
+      struct coro *c = runq_steal(w, v, take_runnext);
       if (c)
         return c;
     }
