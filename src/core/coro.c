@@ -163,6 +163,11 @@ bool weft__coro_bind_stack(struct worker *w, struct coro *c)
    * previous owner's exit path). */
   ASAN_UNPOISON_MEMORY_REGION(c->stack->lo, c->stack->size);
 #endif
+#if WEFT_TSAN
+  /* Created at first run, not at spawn: ThreadSanitizer counts fibers as threads (8,128
+   * at most), so only coroutines that have started count against its limit. */
+  c->tsan_fiber = __tsan_create_fiber(0);
+#endif
   weft__ctx_make(&c->ctx, c->stack->lo, c->stack->size, coro_entry, c);
   return true;
 }
@@ -175,7 +180,8 @@ void weft__coro_release(struct worker *w, struct coro *c)
     stack_free(w ? &w->stacks : NULL, c->stack);
   c->stack = NULL;
 #if WEFT_TSAN
-  __tsan_destroy_fiber(c->tsan_fiber);
+  if (c->tsan_fiber)
+    __tsan_destroy_fiber(c->tsan_fiber);
 #endif
   coro_free(w, c);
 }
@@ -219,9 +225,6 @@ int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts, co
     snprintf(c->name, sizeof c->name, "%s", opts->name);
   c->id = atomic_fetch_add_explicit(&weft__sched.next_id, 1, memory_order_relaxed);
   atomic_init(&c->state, CORO_NEW);
-#if WEFT_TSAN
-  c->tsan_fiber = __tsan_create_fiber(0);
-#endif
   atomic_fetch_add(&weft__sched.ncoros, 1);
   weft__registry_add(w ? &w->reg : &weft__sched.foreign_reg, c);
   weft__spawn_put(w, c);

@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/sanitizer.h"
 #include "core/spinlock.h"
 #include "core/stack.h"
 
@@ -96,6 +97,10 @@ int stack_module_init(size_t size, int guard)
     /* Each guarded stack is two map entries; leave a quarter of the budget to malloc,
      * shared libraries and the program's own mappings. */
     guarded_limit = read_max_map_count() * 3 / 8;
+#if WEFT_TSAN
+    /* ThreadSanitizer maps shadow for every mapping we make: leave it most of the budget. */
+    guarded_limit /= 4;
+#endif
   }
   default_size = round_pages(size ? size : 128 * 1024);
   if (default_size < 4 * page_size)

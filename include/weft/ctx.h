@@ -1,0 +1,102 @@
+/* weft/ctx.h: contexts, Go's context package: cancellation, deadlines and values that
+ * flow down a tree of calls.
+ *
+ * A context is done once it is cancelled, its deadline passes, or its parent is done;
+ * cancelling a parent cancels every descendant, synchronously. weft_ctx_err then says why
+ * (-ECANCELED or -ETIMEDOUT) and weft_ctx_cause what cancelled it (the first cause wins).
+ *
+ * Ownership: every constructor returns a new reference; weft_ctx_release drops one. A
+ * child holds a reference to its parent. Releasing the last reference to a child that is
+ * not done unlinks it from its parent (it is then never cancelled by it, and its memory
+ * is freed), so short-lived children under a long-lived parent keep memory flat. The
+ * background context is static: retain and release do nothing to it.
+ *
+ * Thread safety: every call may be made from any thread; only weft_ctx_wait parks. */
+#ifndef WEFT_CTX_H
+#define WEFT_CTX_H
+
+#include "chan.h"
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weft_ctx weft_ctx;
+
+/* weft_ctx_background: never done, no deadline, no values. Never NULL. */
+WEFT_API weft_ctx *weft_ctx_background(void);
+
+/* weft_ctx_with_cancel: a child of parent (NULL: background) done when weft_ctx_cancel is
+ * called on it or parent is done. A parent already done cancels the child at once.
+ * Returns NULL when out of memory. */
+WEFT_API weft_ctx *weft_ctx_with_cancel(weft_ctx *parent);
+
+/* weft_ctx_with_deadline: with_cancel that is also done (-ETIMEDOUT) at deadline
+ * (weft_now() ns). An earlier parent deadline wins; a past deadline cancels at once.
+ * Needs the runtime for its timer unless the deadline has passed or the parent's is
+ * earlier. Returns NULL when out of memory. */
+WEFT_API weft_ctx *weft_ctx_with_deadline(weft_ctx *parent, int64_t deadline);
+
+/* weft_ctx_with_timeout: with_deadline(parent, weft_now() + ns). */
+WEFT_API weft_ctx *weft_ctx_with_timeout(weft_ctx *parent, int64_t ns);
+
+/* weft_ctx_with_value: a child carrying key -> value (borrowed pointers; keys compare by
+ * address). Done exactly when parent is. Returns NULL when out of memory. */
+WEFT_API weft_ctx *weft_ctx_with_value(weft_ctx *parent, const void *key, void *value);
+
+/* weft_ctx_without_cancel: keeps parent's values but is never done and has no deadline. */
+WEFT_API weft_ctx *weft_ctx_without_cancel(weft_ctx *parent);
+
+/* weft_ctx_cancel: cancel ctx (and its descendants) with -ECANCELED. Idempotent; does not
+ * wait for anything. Only contexts made by with_cancel/with_deadline/with_timeout can be
+ * cancelled; on others it does nothing. */
+WEFT_API void weft_ctx_cancel(weft_ctx *ctx);
+
+/* weft_ctx_cancel_cause: weft_ctx_cancel recording cause (an error code, e.g. the
+ * first failure of a group, or a signal's negated number). The first cause wins; err
+ * stays -ECANCELED. */
+WEFT_API void weft_ctx_cancel_cause(weft_ctx *ctx, int cause);
+
+/* weft_ctx_err: 0 while not done, then -ECANCELED or -ETIMEDOUT. */
+WEFT_API int weft_ctx_err(weft_ctx *ctx);
+
+/* weft_ctx_cause: 0 while not done, then the cause given to cancel_cause on ctx or the
+ * ancestor that cancelled it, else weft_ctx_err. */
+WEFT_API int weft_ctx_cause(weft_ctx *ctx);
+
+/* weft_ctx_deadline: the deadline (weft_now() ns) or WEFT_NO_DEADLINE. */
+WEFT_API int64_t weft_ctx_deadline(weft_ctx *ctx);
+
+/* weft_ctx_value: the value for key on ctx or its nearest ancestor, or NULL. */
+WEFT_API void *weft_ctx_value(weft_ctx *ctx, const void *key);
+
+/* weft_ctx_done: a channel that is closed when ctx is done, for select cases (borrowed:
+ * valid while the caller holds ctx). NULL (never ready, as Go's nil Done) for contexts that
+ * can never be done. NULL also if out of memory. */
+WEFT_API weft_chan *weft_ctx_done(weft_ctx *ctx);
+
+/* weft_ctx_wait: park until ctx is done or deadline. Returns ctx's error, or -ETIMEDOUT
+ * at deadline while ctx is not done. Coroutine, may park (wait reason "select"). */
+WEFT_API int weft_ctx_wait(weft_ctx *ctx, int64_t deadline);
+
+/* weft_ctx_retain / weft_ctx_release: reference counting (NULL ignored). */
+WEFT_API weft_ctx *weft_ctx_retain(weft_ctx *ctx);
+WEFT_API void weft_ctx_release(weft_ctx *ctx);
+
+/* A function run once ctx is done (weft_ctx_after_func). */
+typedef struct weft_ctx_stop weft_ctx_stop;
+
+/* weft_ctx_after_func: run fn(arg) in its own coroutine once ctx is done (at once if it
+ * already is). Returns a handle for weft_ctx_stop_func, or NULL when out of memory or if
+ * ctx can never be done. Needs the runtime. */
+WEFT_API weft_ctx_stop *weft_ctx_after_func(weft_ctx *ctx, void (*fn)(void *arg), void *arg);
+
+/* weft_ctx_stop_func: stop fn from being run; returns 1 if that prevented it, 0 if it
+ * had already been started. Frees the handle. Does not wait for fn. */
+WEFT_API int weft_ctx_stop_func(weft_ctx_stop *stop);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
