@@ -40,7 +40,8 @@ WEFT_API void weft_chan_release(weft_chan *ch);
 
 /* weft_chan_send: copy *elem into the channel, parking while it is full (or, unbuffered,
  * until a receiver takes it). Returns 0, -EPIPE if the channel is or becomes closed,
- * -ETIMEDOUT at deadline. Coroutine, may park (wait reason "chan send"). */
+ * -ETIMEDOUT at deadline, -EINVAL if elem is NULL. Debug builds log the caller of the
+ * first ten sends on closed channels. Coroutine, may park (wait reason "chan send"). */
 WEFT_API int weft_chan_send(weft_chan *ch, const void *elem, int64_t deadline);
 
 /* weft_chan_recv: receive into *elem (elem may be NULL to discard). Returns 0 with a value,
@@ -97,9 +98,10 @@ typedef struct weft_select_case {
 /* weft_select: wait until one of n cases can proceed, perform it and return its index.
  * Among ready cases one is chosen uniformly at random. Returns the index, -EAGAIN with
  * WEFT_SELECT_DEFAULT when none is ready, -ETIMEDOUT at deadline, -EINVAL for n > 65536
- * or a bad case. With no deadline and only NULL channels it never returns (deadlock
- * detection reports it if nothing else runs). Coroutine, may park (wait reason "select";
- * with WEFT_SELECT_DEFAULT it never parks and any thread may call it). */
+ * or a bad case (an unknown dir, or a send case with a NULL elem). With no deadline and only
+ * NULL channels it never returns (deadlock detection reports it if nothing else runs).
+ * Coroutine, may park (wait reason "select"; with WEFT_SELECT_DEFAULT it never parks and any
+ * thread may call it). */
 WEFT_API int weft_select(weft_select_case *cases, size_t n, int flags, int64_t deadline);
 
 /* ---- timer channels ---- */

@@ -109,6 +109,12 @@ WEFT_API long weft_coroutine_count(void);
  * Returns the number of coroutines written. */
 WEFT_API long weft_dump(FILE *out);
 
+/* weft_external_wakers: tell deadlock detection that delta (+1 or -1) plain threads
+ * (not coroutines, timers, fds, signals or blocking calls, which weft counts itself) may
+ * wake a parked coroutine, e.g. with weft_chan_try_send. While the count is above zero a
+ * program whose coroutines are all parked is not reported as deadlocked. Any thread. */
+WEFT_API void weft_external_wakers(int delta);
+
 /* weft_leaked: how many coroutines (other than main) were still alive when the last
  * weft_main's main returned. Any thread, after weft_main returned. */
 WEFT_API long weft_leaked(void);

@@ -128,8 +128,9 @@ WEFT_API weft_sem *weft_sem_new(int64_t size);
 WEFT_API void weft_sem_free(weft_sem *s);
 /* weft_sem_acquire: take n tokens, parking (FIFO) until they are free or the deadline.
  * Returns 0, -ETIMEDOUT (also at once when the deadline has passed, even if tokens are
- * free), -EINVAL for n < 0. n > size waits for the deadline. Coroutine, may park (wait
- * reason "semaphore"). */
+ * free), -EINVAL for n < 0. n > size can never succeed: it waits for the deadline without
+ * joining the queue (it blocks nobody, as in x/sync) and returns -ETIMEDOUT. Coroutine,
+ * may park (wait reason "semaphore"). */
 WEFT_API int weft_sem_acquire(weft_sem *s, int64_t n, int64_t deadline);
 /* weft_sem_try_acquire: take n tokens only if free and nobody waits; 0 or -EAGAIN. */
 WEFT_API int weft_sem_try_acquire(weft_sem *s, int64_t n);

@@ -34,8 +34,13 @@ void weft__ctx_make(struct ctx *c, void *stack_lo, size_t size, void (*entry)(vo
   c->sp = sp;
 }
 #elif defined(__aarch64__)
-/* Frame popped by switch_aarch64.S: x19..x28, x29 (fp), x30 (lr), d8..d15, then FPCR,
- * 22 slots in all, 16-byte aligned. x19 carries entry, x20 arg; lr is the trampoline. */
+/* Frame popped by switch_aarch64.S (its header has the layout; the two change together):
+ * 22 8-byte slots from sp up, x19..x28 (0-9), x29 (10), x30 (11), d8..d15 (12-19), FPCR
+ * (20) and padding (21), 176 bytes, below 16 bytes of padding at the top of the stack.
+ * x19 carries entry, x20 arg; lr is the trampoline. The rest stays zero: fp 0 ends frame
+ * chains, and FPCR 0 is the default (round to nearest, no flush-to-zero, no default NaN),
+ * so a new coroutine starts with the default floating-point environment. After the pop sp
+ * is top - 16, 16-byte aligned as AAPCS64 requires. */
 void weft__ctx_make(struct ctx *c, void *stack_lo, size_t size, void (*entry)(void *),
                     void *arg)
 {

@@ -9,11 +9,14 @@
  * consumed by the next waiter; no event is lost between a failed read and the park.
  *
  * Protocol (all slot changes are CAS, no lock):
- *   waiter:  READY -> 0 and return; or, in the park commit step, 0 -> self (if the CAS
- *            fails readiness arrived meanwhile: the park is abandoned and it retries).
+ *   waiter:  read gen, then check the registration; READY -> 0 and return; or, in the
+ *            park commit step, 0 -> self (if the CAS fails readiness arrived meanwhile:
+ *            the park is abandoned and it retries), then re-read gen and withdraw
+ *            (self -> 0) if it moved.
  *   event:   anything -> READY; if it displaced a coroutine, ready it.
  *   timeout: self -> 0, then ready it with -ETIMEDOUT.
- *   forget:  bump gen, then wake any waiter; waiters that see a new gen return -EBADF.
+ *   forget:  clear registered, bump gen, then wake any waiter; waiters that see a new gen
+ *            return -EBADF. weft_close forgets and closes under the fd's reg_lock.
  * Exactly one of event, timeout and forget wins the CAS away from a parked coroutine, and
  * only the winner readies it.
  *
@@ -29,6 +32,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/sanitizer.h"
 #include "core/sched.h"
 #include "weft/io.h"
 
@@ -38,7 +42,10 @@
 #define MAX_CHUNKS 1024 /* fds below 4,194,304 */
 #define MAX_EVENTS 128
 
-enum pd_kind { PD_FD, PD_WAKE, PD_SIGNAL };
+/* Descriptors of the fd table are PD_FD from calloc and never change: registration writes
+ * no kind, since the poller may still be reading it for a late event of the fd's previous
+ * registration (a data race on every re-registration otherwise, though a benign one). */
+enum pd_kind { PD_FD = 0, PD_WAKE, PD_SIGNAL };
 
 struct pollfd_desc {
   int fd;
@@ -100,8 +107,9 @@ int weft_fd_register(int fd)
     int flags = fcntl(fd, F_GETFL);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                              .data.ptr = pd};
-    /* Before epoll_ctl: from then on the poller thread may read it (handle_event). */
-    pd->kind = PD_FD;
+    /* The poller reaches pd through the event, an edge ThreadSanitizer cannot see: it
+     * does not intercept epoll_pwait2. Pairs with the acquire in handle_event. */
+    TSAN_RELEASE(pd);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
       err = -errno;
     } else if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 && errno != EEXIST) {
@@ -141,9 +149,11 @@ static void forget_locked(struct pollfd_desc *pd, int fd)
 {
   if (!atomic_load(&pd->registered))
     return;
+  /* registered before gen: fd_wait reads gen before it checks the registration, so a
+   * waiter that sees the new gen also sees the fd unregistered and does not wait on it */
+  atomic_store(&pd->registered, false);
   atomic_fetch_add(&pd->gen, 1);
   epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-  atomic_store(&pd->registered, false);
   wake_slot(pd, 0, 0, -EBADF);
   wake_slot(pd, 1, 0, -EBADF);
 }
@@ -179,23 +189,44 @@ int weft_close(int fd)
 
 /* ---- waiting ---- */
 
+/* wt lives on c's stack. Once c is in the slot, an event may ready it and another worker
+ * resume it, return from fd_wait and reuse that memory while we are still here. So read
+ * wt and arm its timer before the CAS that publishes c; after it touch only c, pd and
+ * locals. A timer that fires before the CAS finds no c in the slot and does nothing:
+ * the deadline check after the CAS stands in for it. */
 static bool io_wait_commit(struct coro *c, void *arg)
 {
   struct io_wait *wt = arg;
+  struct pollfd_desc *pd = wt->pd;
+  _Atomic uintptr_t *slot = &pd->slot[wt->dir];
+  unsigned gen = wt->gen;
+  int64_t deadline = wt->timer.when;
+  bool timed = deadline != INT64_MAX;
   uintptr_t expected = 0;
-  if (!atomic_compare_exchange_strong(&wt->pd->slot[wt->dir], &expected, (uintptr_t)c))
-    return false; /* readiness arrived while we were switching out */
+  if (timed && weft__timer_start(&wt->timer, deadline) != 0) {
+    c->wake_result = -ENOMEM;
+    return false;
+  }
+  if (!atomic_compare_exchange_strong(slot, &expected, (uintptr_t)c)) {
+    if (timed)
+      timer_stop(&wt->timer); /* c is not published yet: wt is still alive */
+    return false;             /* readiness arrived while we were switching out */
+  }
   /* A forget since fd_wait read gen may have found the slot still empty and woken nobody.
    * It bumps gen before it looks at the slot, and we put ourselves in the slot before
    * looking at gen (all seq_cst): either it saw us and readies us, or we see its gen. */
-  if (atomic_load(&wt->pd->gen) != wt->gen) {
+  if (atomic_load(&pd->gen) != gen) {
     expected = (uintptr_t)c;
-    if (atomic_compare_exchange_strong(&wt->pd->slot[wt->dir], &expected, 0))
-      return false; /* withdrawn: fd_wait sees the new gen and returns -EBADF */
+    if (atomic_compare_exchange_strong(slot, &expected, 0))
+      return false; /* withdrawn: fd_wait stops the timer, sees the new gen: -EBADF */
     return true;    /* an event or the forget took us out of the slot and readies us */
   }
-  if (wt->timer.when != INT64_MAX && weft__timer_start(&wt->timer, wt->timer.when) != 0) {
-    wake_slot(wt->pd, wt->dir, 0, -ENOMEM);
+  if (timed && deadline <= now_ns()) {
+    expected = (uintptr_t)c;
+    if (atomic_compare_exchange_strong(slot, &expected, 0)) {
+      c->wake_result = -ETIMEDOUT;
+      weft__ready(c);
+    }
   }
   return true;
 }
@@ -232,11 +263,14 @@ static int fd_wait(int fd, int dir, int64_t deadline)
   struct coro *self = weft__current();
   if (!self)
     return thread_wait(fd, dir, deadline);
+  /* gen first: a forget between a registration check that passed and the read of gen
+   * would otherwise go unseen, and the wait would sleep on a forgotten fd (see
+   * forget_locked for the order on its side). */
+  struct pollfd_desc *pd = pd_lookup(fd, true);
+  unsigned gen = pd ? atomic_load(&pd->gen) : 0;
   int err = weft_fd_register(fd);
   if (err)
     return err;
-  struct pollfd_desc *pd = pd_lookup(fd, false);
-  unsigned gen = atomic_load(&pd->gen);
   for (;;) {
     uintptr_t ready = SLOT_READY;
     if (atomic_compare_exchange_strong(&pd->slot[dir], &ready, 0))
@@ -344,6 +378,7 @@ static int handle_event(struct epoll_event *ev)
 {
   struct pollfd_desc *pd = ev->data.ptr;
   int readied = 0;
+  TSAN_ACQUIRE(pd); /* see weft_fd_register */
   if (pd->kind == PD_WAKE) {
     uint64_t v;
     (void)!read(wake_fd, &v, sizeof v);

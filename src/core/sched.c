@@ -82,6 +82,11 @@ void weft__signal_waiters_add(int delta)
   atomic_fetch_add(&weft__sched.signal_waiters, delta);
 }
 
+void weft_external_wakers(int delta)
+{
+  atomic_fetch_add(&weft__sched.external_wakers, delta);
+}
+
 /* ---- futex ---- */
 
 static void futex_wait(atomic_uint *word, unsigned expected)
@@ -567,7 +572,8 @@ static void deadlock_check_locked(void)
 {
   if (atomic_load(&weft__sched.stopping) || any_work_visible() || timer_pending_count() > 0 ||
       atomic_load(&weft__sched.io_waiters) > 0 || atomic_load(&weft__sched.blocking) > 0 ||
-      atomic_load(&weft__sched.signal_waiters) > 0)
+      atomic_load(&weft__sched.signal_waiters) > 0 ||
+      atomic_load(&weft__sched.external_wakers) > 0)
     return;
   fprintf(stderr, "all coroutines are asleep - deadlock!\n\n");
   weft__dump_all(stderr);

@@ -93,6 +93,7 @@ struct scheduler {
   atomic_long io_waiters; /* wake sources, for deadlock detection */
   atomic_long blocking;
   atomic_long signal_waiters;
+  atomic_long external_wakers; /* weft_external_wakers: plain threads that may wake */
 
   struct registry foreign_reg; /* coroutines spawned from threads outside the runtime */
 };

@@ -233,6 +233,13 @@ static int park_on(struct weft_chan *ch, struct waitq *q, struct chan_waiter *w,
  * a trace even though weft reports it as -EPIPE. */
 static void log_closed_send(weft_chan *ch, void *caller)
 {
+  static atomic_int logged;
+  int n = atomic_fetch_add_explicit(&logged, 1, memory_order_relaxed);
+  if (n >= 10) {
+    if (n == 10)
+      fprintf(stderr, "weft: further sends on closed channels are not logged\n");
+    return;
+  }
   Dl_info info;
   const char *fn = dladdr(caller, &info) && info.dli_sname ? info.dli_sname : "?";
   uint64_t id = weft_self_id();
@@ -258,6 +265,8 @@ int weft_chan_send(weft_chan *ch, const void *elem, int64_t deadline)
 static int chan_send(weft_chan *ch, const void *elem, int64_t deadline)
 {
   struct coro *wake = NULL;
+  if (!elem)
+    return -EINVAL;
   if (!ch)
     return block_forever(deadline, "chan send (nil chan)");
   spin_lock(&ch->lock);
@@ -319,6 +328,8 @@ static int try_op(weft_chan *ch, void *elem, bool send)
 
 int weft_chan_try_send(weft_chan *ch, const void *elem)
 {
+  if (!elem)
+    return -EINVAL;
   int rc = try_op(ch, (void *)elem, true);
   NOTE_CLOSED_SEND(rc, ch);
   return rc;

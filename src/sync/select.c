@@ -187,9 +187,11 @@ int weft_select(weft_select_case *cases, size_t n, int flags, int64_t deadline)
                            .waiters = waiters_buf};
   if ((n > 0 && !cases) || n > MAX_CASES)
     return -EINVAL;
-  for (size_t i = 0; i < n; i++)
-    if (cases[i].dir != WEFT_SELECT_SEND && cases[i].dir != WEFT_SELECT_RECV)
-      return -EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    bool is_send = cases[i].dir == WEFT_SELECT_SEND;
+    if ((!is_send && cases[i].dir != WEFT_SELECT_RECV) || (is_send && !cases[i].elem))
+      return -EINVAL; /* a send case needs a value */
+  }
   if (n > STACK_CASES) {
     f.order = malloc(n * sizeof *f.order);
     f.locks = malloc(n * sizeof *f.locks);
