@@ -8,6 +8,7 @@ PACKAGES=(
   clang-format                                   # code format check
   libcmocka-dev                                  # test framework
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
+  libcmocka-dev:arm64                            # its test framework (Debian multiarch)
 )
 if [[ "${WEFT_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(golang-go wrk)                      # the Go peers and the HTTP load tool
@@ -28,5 +29,11 @@ if [[ "$(id -u)" != 0 ]]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# arm64 packages come from Debian multiarch: enable the architecture once, before the
+# update that fetches its package lists. It adds arm64 libraries beside the amd64 ones
+# (libc6:arm64 and the like under /usr/lib/aarch64-linux-gnu) and changes none of them.
+if [[ " ${missing[*]} " == *":arm64 "* ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $SUDO dpkg --add-architecture arm64
+fi
 $SUDO apt-get update -qq >&2
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -66,6 +66,18 @@ if [[ " $modes " == *" release "* && "${WEFT_SKIP_AARCH64:-0}" != 1 && -x script
   rm -f "$log"
 fi
 
+if [[ " $modes " == *" release "* && "${WEFT_SKIP_PORTABLE:-0}" != 1 && -x scripts/test-portable.sh ]]; then
+  echo "=== portable switch (ucontext): build and test" >&2
+  log=$(mktemp)
+  bash scripts/test-portable.sh 2>&1 | tee "$log" >&2
+  count_ctest portable "$log"
+  if ! grep -qE 'tests passed' "$log"; then
+    failed=$((failed + 1))
+    failed_names+=("portable: build or run")
+  fi
+  rm -f "$log"
+fi
+
 if ((failed > 0)); then
   echo "failed: ${failed_names[*]}" >&2
 fi

@@ -402,8 +402,8 @@ static int handle_event(struct epoll_event *ev)
 }
 
 /* Set once epoll_pwait2 reports ENOSYS: Linux before 5.11, qemu-user 7.2 (the AArch64
- * CI run) and old seccomp filters lack it. epoll_wait then stands in, with the timeout
- * rounded up to whole milliseconds so that a sub-millisecond wait does not spin.
+ * CI run) and seccomp filters that predate it lack it. epoll_wait then stands in, with the
+ * timeout rounded up to whole milliseconds so that a sub-millisecond wait does not spin.
  * Relaxed: every thread that reads false just makes one more failing call. */
 static atomic_bool no_epoll_pwait2;
 
