@@ -96,6 +96,37 @@ WEFT_API weft_ctx_stop *weft_ctx_after_func(weft_ctx *ctx, void (*fn)(void *arg)
  * had already been started. Frees the handle. Does not wait for fn. */
 WEFT_API int weft_ctx_stop_func(weft_ctx_stop *stop);
 
+/* ---- blocking calls that honour a context ----
+ * Each parks like its deadline-only form, and returns the context's error (-ECANCELED,
+ * -ETIMEDOUT) promptly once ctx is done; a ctx already done fails at once. A context
+ * deadline bounds the wait; ctx NULL means background (never done). Coroutine, may park. */
+#include <sys/socket.h>
+#include <sys/types.h>
+
+/* weft_sleep_ctx: sleep ns; 0 when slept the whole time, else ctx's error. */
+WEFT_API int weft_sleep_ctx(weft_ctx *ctx, int64_t ns);
+WEFT_API int weft_chan_send_ctx(weft_chan *ch, const void *elem, weft_ctx *ctx);
+WEFT_API int weft_chan_recv_ctx(weft_chan *ch, void *elem, weft_ctx *ctx);
+/* weft_select_ctx: weft_select that also returns ctx's error when ctx is done first. */
+WEFT_API int weft_select_ctx(weft_select_case *cases, size_t n, int flags, weft_ctx *ctx);
+WEFT_API int weft_wait_readable_ctx(int fd, weft_ctx *ctx);
+WEFT_API int weft_wait_writable_ctx(int fd, weft_ctx *ctx);
+WEFT_API ssize_t weft_read_ctx(int fd, void *buf, size_t len, weft_ctx *ctx);
+WEFT_API ssize_t weft_write_ctx(int fd, const void *buf, size_t len, weft_ctx *ctx);
+WEFT_API ssize_t weft_write_all_ctx(int fd, const void *buf, size_t len, weft_ctx *ctx);
+WEFT_API int weft_accept_ctx(int fd, struct sockaddr *addr, socklen_t *addrlen, weft_ctx *ctx);
+WEFT_API int weft_connect_ctx(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                              weft_ctx *ctx);
+struct weft_sem;
+WEFT_API int weft_sem_acquire_ctx(struct weft_sem *s, int64_t n, weft_ctx *ctx);
+/* weft_blocking_ctx: run fn(arg) on the blocking pool; returns 0 with *result set when it
+ * completed, or ctx's error once ctx is done, without waiting for fn: fn runs on (if it
+ * had not started it never runs), so arg must outlive it; on_abandon (may be NULL) is
+ * then called on the pool thread with arg and fn's result (-ECANCELED if it never ran),
+ * to free arg. */
+WEFT_API int weft_blocking_ctx(weft_ctx *ctx, long (*fn)(void *arg), void *arg, long *result,
+                               void (*on_abandon)(void *arg, long result));
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "core/clock.h"
@@ -24,6 +25,16 @@ struct job {
   struct coro *caller;
   unsigned gen; /* pool.gen when queued */
   struct job *next;
+  /* Jobs whose caller may stop waiting (a canceller) live on the heap; the caller's
+   * outcome goes through these pointers into its (parked) stack, written under pool.lock
+   * by whoever wakes it: the pool thread (done) or the canceller (abandoned). */
+  bool heap;
+  bool done, abandoned; /* guarded by pool.lock */
+  long *result_out;
+  int *err_out;
+  bool *queued_out; /* set by the commit step once the job is queued */
+  void (*on_abandon)(void *arg, long result);
+  struct weft__canceller *cn;
 };
 
 static struct pool {
@@ -49,11 +60,40 @@ static struct job *take_job_locked(void)
   return j;
 }
 
+/* Run a job whose caller may have stopped waiting; pool.lock held on entry and exit. A
+ * job abandoned before it started never runs. */
+static void run_heap_job(struct job *j)
+{
+  long result = -ECANCELED;
+  bool run = !j->abandoned;
+  pthread_mutex_unlock(&pool.lock);
+  if (run)
+    result = j->fn(j->arg);
+  pthread_mutex_lock(&pool.lock);
+  bool wake = !j->abandoned && j->gen == pool.gen;
+  if (wake) {
+    j->done = true;
+    *j->result_out = result;
+    weft__ready(j->caller);
+    weft__blocking_add(-1);
+  }
+  if (!wake && j->abandoned && j->on_abandon) {
+    pthread_mutex_unlock(&pool.lock);
+    j->on_abandon(j->arg, result);
+    pthread_mutex_lock(&pool.lock);
+  }
+  free(j);
+}
+
 static void *pool_thread(void *unused)
 {
   pthread_mutex_lock(&pool.lock);
   for (;;) {
     struct job *j = take_job_locked();
+    if (j && j->heap) {
+      run_heap_job(j); /* drops and retakes pool.lock */
+      continue;
+    }
     if (j) {
       pthread_mutex_unlock(&pool.lock);
       j->result = j->fn(j->arg);
@@ -154,4 +194,68 @@ void weft__blocking_fini(void)
   while (pool.threads > 0 && pool.idle > 0)
     pthread_cond_wait(&pool.drained, &pool.lock);
   pthread_mutex_unlock(&pool.lock);
+}
+
+/* The canceller fired: the caller stops waiting unless its job is already done. */
+static void blocking_cancel_fired(void *waiter, int err)
+{
+  struct job *j = waiter;
+  pthread_mutex_lock(&pool.lock);
+  if (!j->done && !j->abandoned) {
+    j->abandoned = true;
+    *j->err_out = err;
+    weft__ready(j->caller);
+    weft__blocking_add(-1);
+  }
+  pthread_mutex_unlock(&pool.lock);
+}
+
+/* Arm the canceller once off the stack, then queue; an already-fired canceller abandons
+ * the park before the job is queued (the caller then frees it). */
+static bool enqueue_cn_commit(struct coro *c, void *arg)
+{
+  struct job *j = arg;
+  int err = j->cn->arm(j->cn, blocking_cancel_fired, j);
+  if (err) {
+    *j->err_out = err;
+    return false;
+  }
+  *j->queued_out = true; /* before queueing: afterwards j belongs to the pool */
+  return enqueue_commit(c, j);
+}
+
+int weft__blocking(long (*fn)(void *arg), void *arg, long *result,
+                   void (*on_abandon)(void *arg, long result), struct weft__canceller *cn)
+{
+  struct coro *self = weft__current();
+  int err = 0;
+  bool queued = false;
+  if (!fn || !result)
+    return -EINVAL;
+  if (!self || !cn) {
+    *result = weft_blocking(fn, arg);
+    return 0;
+  }
+  struct job *j = calloc(1, sizeof *j);
+  if (!j)
+    return -ENOMEM;
+  *j = (struct job){.fn = fn,
+                    .arg = arg,
+                    .caller = self,
+                    .heap = true,
+                    .result_out = result,
+                    .err_out = &err,
+                    .queued_out = &queued,
+                    .on_abandon = on_abandon,
+                    .cn = cn};
+  weft__blocking_add(1);
+  weft__park("blocking call", enqueue_cn_commit, j);
+  cn->disarm(cn);
+  if (!queued) {
+    /* never queued (the canceller had fired before we parked): j is still ours. Once
+     * queued, j belongs to the pool thread, which frees it. */
+    weft__blocking_add(-1);
+    free(j);
+  }
+  return err;
 }

@@ -85,6 +85,39 @@ void weft__ready(struct coro *c);
 /* weft__current: the running coroutine, or NULL on a thread not running one. */
 struct coro *weft__current(void);
 
+/* An outside source that may end a wait early: a context, from the ctx layer, which the
+ * core does not know. arm() registers fire(waiter, err) and returns 0, or returns the
+ * error at once (fire not registered) if the source has already fired; fire runs on the
+ * firing thread, must not park, and claims the wait like a deadline timer. disarm()
+ * returns once fire is not running and never will. */
+struct weft__canceller {
+  int (*arm)(struct weft__canceller *cn, void (*fire)(void *waiter, int err), void *waiter);
+  void (*disarm)(struct weft__canceller *cn);
+};
+
+/* fd calls with a canceller (poller.c); dir 0 = readable, 1 = writable. */
+struct sockaddr;
+int weft__wait_fd(int fd, int dir, int64_t deadline, struct weft__canceller *cn);
+long weft__read(int fd, void *buf, size_t len, int64_t deadline, struct weft__canceller *cn);
+long weft__write(int fd, const void *buf, size_t len, int64_t deadline,
+                 struct weft__canceller *cn);
+long weft__write_all(int fd, const void *buf, size_t len, int64_t deadline,
+                     struct weft__canceller *cn);
+int weft__accept(int fd, struct sockaddr *addr, unsigned *addrlen, int64_t deadline,
+                 struct weft__canceller *cn);
+int weft__connect(int fd, const struct sockaddr *addr, unsigned addrlen, int64_t deadline,
+                  struct weft__canceller *cn);
+
+/* The semaphore and blocking-pool calls with a canceller (src/sync/semaphore.c,
+ * blocking.c). weft__blocking returns 0 with *result set when fn completed, or the
+ * canceller's error once the caller stopped waiting; fn then runs on, and on_abandon
+ * (if not NULL) is called with arg and fn's result on the pool thread when it ends. */
+struct weft_sem;
+int weft__sem_acquire(struct weft_sem *s, int64_t n, int64_t deadline,
+                      struct weft__canceller *cn);
+int weft__blocking(long (*fn)(void *arg), void *arg, long *result,
+                   void (*on_abandon)(void *arg, long result), struct weft__canceller *cn);
+
 /* weft__timer_start: arm t on the calling worker's heap (worker 0's from other threads)
  * and make sure the poller wakes for it. Returns 0 or -ENOMEM. Any thread. */
 int weft__timer_start(struct timer *t, int64_t when);

@@ -36,11 +36,12 @@
 #include "core/sched.h"
 #include "weft/io.h"
 
-#define SLOT_READY ((uintptr_t)1)
-#define CHUNK_BITS 12
-#define CHUNK_SIZE (1 << CHUNK_BITS)
-#define MAX_CHUNKS 1024 /* fds below 4,194,304 */
-#define MAX_EVENTS 128
+#define SLOT_READY  ((uintptr_t)1)
+#define SLOT_CANCEL ((uintptr_t)2) /* a canceller fired before the waiter was in the slot */
+#define CHUNK_BITS  12
+#define CHUNK_SIZE  (1 << CHUNK_BITS)
+#define MAX_CHUNKS  1024 /* fds below 4,194,304 */
+#define MAX_EVENTS  128
 
 /* Descriptors of the fd table are PD_FD from calloc and never change: registration writes
  * no kind, since the poller may still be reading it for a late event of the fd's previous
@@ -62,6 +63,7 @@ struct io_wait {
   struct coro *self;
   unsigned gen; /* pd->gen when the wait began: a forget since then ends it */
   struct timer timer;
+  int cancel_err; /* set by io_cancel_fired before it marks the slot SLOT_CANCEL */
 };
 
 static int epfd = -1;
@@ -137,7 +139,7 @@ static void wake_slot(struct pollfd_desc *pd, int dir, uintptr_t newval, int res
     if (atomic_compare_exchange_weak(&pd->slot[dir], &old, newval))
       break;
   }
-  if (old != 0 && old != SLOT_READY) {
+  if (old > SLOT_CANCEL) { /* a coroutine, not a mark */
     struct coro *c = (struct coro *)old;
     c->wake_result = result;
     weft__ready(c);
@@ -241,6 +243,31 @@ static void io_timeout_fired(struct timer *t)
   }
 }
 
+/* A canceller (a context) fired: wake the waiter with err if it is in the slot, or mark
+ * the slot so that its park is abandoned if it is not there yet. A READY slot is left:
+ * the waiter proceeds, and its next wait sees the canceller already fired. */
+static void io_cancel_fired(void *waiter, int err)
+{
+  struct io_wait *wt = waiter;
+  _Atomic uintptr_t *slot = &wt->pd->slot[wt->dir];
+  uintptr_t old = atomic_load(slot);
+  for (;;) {
+    if (old == (uintptr_t)wt->self) {
+      if (atomic_compare_exchange_weak(slot, &old, 0)) {
+        wt->self->wake_result = err;
+        weft__ready(wt->self);
+        return;
+      }
+    } else if (old == 0) {
+      wt->cancel_err = err;
+      if (atomic_compare_exchange_weak(slot, &old, SLOT_CANCEL))
+        return;
+    } else {
+      return; /* READY, or already marked */
+    }
+  }
+}
+
 /* Wait outside a coroutine: plain poll(2) on the calling thread. */
 static int thread_wait(int fd, int dir, int64_t deadline)
 {
@@ -258,7 +285,7 @@ static int thread_wait(int fd, int dir, int64_t deadline)
 }
 
 /* Park until fd is ready in direction dir (0 read, 1 write) or deadline. */
-static int fd_wait(int fd, int dir, int64_t deadline)
+static int fd_wait(int fd, int dir, int64_t deadline, struct weft__canceller *cn)
 {
   struct coro *self = weft__current();
   if (!self)
@@ -284,11 +311,18 @@ static int fd_wait(int fd, int dir, int64_t deadline)
     wt.timer.arg = &wt;
     wt.timer.when = deadline;
     self->wake_result = 0;
+    if (cn && (err = cn->arm(cn, io_cancel_fired, &wt)))
+      return err;
     weft__io_waiters_add(1);
     weft__park(dir ? "io wait (write)" : "io wait (read)", io_wait_commit, &wt);
     weft__io_waiters_add(-1);
+    if (cn)
+      cn->disarm(cn); /* io_cancel_fired is not running and never will */
     if (deadline != WEFT_NO_DEADLINE)
       timer_stop(&wt.timer);
+    uintptr_t mark = SLOT_CANCEL;
+    if (atomic_compare_exchange_strong(&pd->slot[dir], &mark, 0))
+      return wt.cancel_err; /* cancelled before we were in the slot */
     if (self->wake_result)
       return self->wake_result;
     /* woken by an event: loop to consume the READY mark */
@@ -299,7 +333,7 @@ static int fd_wait(int fd, int dir, int64_t deadline)
  * in the fd counts, even when an earlier call consumed the READY mark and left it unread
  * (epoll, edge-triggered, then reports nothing new and fd_wait alone would wait for more).
  * So look with poll(2) first, and again after each wake-up, since a mark can be stale. */
-static int wait_ready(int fd, int dir, int64_t deadline)
+static int wait_ready(int fd, int dir, int64_t deadline, struct weft__canceller *cn)
 {
   struct pollfd p = {.fd = fd, .events = dir ? POLLOUT : POLLIN};
   for (;;) {
@@ -308,7 +342,7 @@ static int wait_ready(int fd, int dir, int64_t deadline)
       return p.revents & POLLNVAL ? -EBADF : 0;
     if (n < 0 && errno != EINTR)
       return -errno;
-    int err = fd_wait(fd, dir, deadline);
+    int err = fd_wait(fd, dir, deadline, cn);
     if (err)
       return err;
   }
@@ -316,12 +350,12 @@ static int wait_ready(int fd, int dir, int64_t deadline)
 
 int weft_wait_readable(int fd, int64_t deadline)
 {
-  return wait_ready(fd, 0, deadline);
+  return wait_ready(fd, 0, deadline, NULL);
 }
 
 int weft_wait_writable(int fd, int64_t deadline)
 {
-  return wait_ready(fd, 1, deadline);
+  return wait_ready(fd, 1, deadline, NULL);
 }
 
 /* ---- the poller ---- */
@@ -391,11 +425,11 @@ static int handle_event(struct epoll_event *ev)
   }
   uint32_t e = ev->events;
   if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-    readied += atomic_load(&pd->slot[0]) > SLOT_READY;
+    readied += atomic_load(&pd->slot[0]) > SLOT_CANCEL;
     wake_slot(pd, 0, SLOT_READY, 0);
   }
   if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
-    readied += atomic_load(&pd->slot[1]) > SLOT_READY;
+    readied += atomic_load(&pd->slot[1]) > SLOT_CANCEL;
     wake_slot(pd, 1, SLOT_READY, 0);
   }
   return readied;
@@ -443,18 +477,20 @@ int weft__poller_poll(int64_t deadline)
 
 /* Run op until it does not report EAGAIN, waiting for readiness in dir between tries.
  * Returns op's result, or a negative errno. */
-#define IO_LOOP(fd, dir, deadline, call)         \
-  for (;;) {                                     \
-    ssize_t n_ = (call);                         \
-    if (n_ >= 0)                                 \
-      return n_;                                 \
-    if (errno == EINTR)                          \
-      continue;                                  \
-    if (errno != EAGAIN)                         \
-      return -errno;                             \
-    int err_ = fd_wait((fd), (dir), (deadline)); \
-    if (err_)                                    \
-      return err_;                               \
+/* Run call until it does not report EAGAIN, waiting for readiness in dir between tries.
+ * Returns call's result, or a negative errno. */
+#define IO_LOOP(fd, dir, deadline, cn, call)         \
+  for (;;) {                                         \
+    ssize_t n_ = (call);                             \
+    if (n_ >= 0)                                     \
+      return n_;                                     \
+    if (errno == EINTR)                              \
+      continue;                                      \
+    if (errno != EAGAIN)                             \
+      return -errno;                                 \
+    int err_ = fd_wait((fd), (dir), (deadline), cn); \
+    if (err_)                                        \
+      return err_;                                   \
   }
 
 static int ensure_registered(int fd)
@@ -464,43 +500,37 @@ static int ensure_registered(int fd)
   return weft_fd_register(fd);
 }
 
-ssize_t weft_read(int fd, void *buf, size_t len, int64_t deadline)
+/* The calls with an optional canceller (the ctx layer's weft_*_ctx); the public
+ * deadline-only calls pass NULL. */
+
+int weft__wait_fd(int fd, int dir, int64_t deadline, struct weft__canceller *cn)
+{
+  return wait_ready(fd, dir, deadline, cn);
+}
+
+ssize_t weft__read(int fd, void *buf, size_t len, int64_t deadline, struct weft__canceller *cn)
 {
   int err = ensure_registered(fd);
   if (err)
     return err;
-  IO_LOOP(fd, 0, deadline, read(fd, buf, len));
+  IO_LOOP(fd, 0, deadline, cn, read(fd, buf, len));
 }
 
-ssize_t weft_write(int fd, const void *buf, size_t len, int64_t deadline)
+ssize_t weft__write(int fd, const void *buf, size_t len, int64_t deadline,
+                    struct weft__canceller *cn)
 {
   int err = ensure_registered(fd);
   if (err)
     return err;
-  IO_LOOP(fd, 1, deadline, write(fd, buf, len));
+  IO_LOOP(fd, 1, deadline, cn, write(fd, buf, len));
 }
 
-ssize_t weft_recv(int fd, void *buf, size_t len, int flags, int64_t deadline)
-{
-  int err = ensure_registered(fd);
-  if (err)
-    return err;
-  IO_LOOP(fd, 0, deadline, recv(fd, buf, len, flags));
-}
-
-ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64_t deadline)
-{
-  int err = ensure_registered(fd);
-  if (err)
-    return err;
-  IO_LOOP(fd, 1, deadline, send(fd, buf, len, flags | MSG_NOSIGNAL));
-}
-
-ssize_t weft_write_all(int fd, const void *buf, size_t len, int64_t deadline)
+ssize_t weft__write_all(int fd, const void *buf, size_t len, int64_t deadline,
+                        struct weft__canceller *cn)
 {
   size_t done = 0;
   while (done < len) {
-    ssize_t n = weft_write(fd, (const char *)buf + done, len - done, deadline);
+    ssize_t n = weft__write(fd, (const char *)buf + done, len - done, deadline, cn);
     if (n < 0)
       return n;
     done += (size_t)n;
@@ -508,15 +538,17 @@ ssize_t weft_write_all(int fd, const void *buf, size_t len, int64_t deadline)
   return (ssize_t)done;
 }
 
-int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
+int weft__accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline,
+                 struct weft__canceller *cn)
 {
   int err = ensure_registered(fd);
   if (err)
     return err;
-  IO_LOOP(fd, 0, deadline, accept4(fd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  IO_LOOP(fd, 0, deadline, cn, accept4(fd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC));
 }
 
-int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline)
+int weft__connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline,
+                  struct weft__canceller *cn)
 {
   int err = ensure_registered(fd);
   if (err)
@@ -530,7 +562,7 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t
     socklen_t sl = sizeof soerr;
     struct sockaddr_storage peer;
     socklen_t pl = sizeof peer;
-    if ((err = fd_wait(fd, 1, deadline)))
+    if ((err = fd_wait(fd, 1, deadline, cn)))
       return err;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
       return -errno;
@@ -541,4 +573,45 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t
     if (soerr == 0 && getpeername(fd, (struct sockaddr *)&peer, &pl) == 0)
       return 0;
   }
+}
+
+ssize_t weft_read(int fd, void *buf, size_t len, int64_t deadline)
+{
+  return weft__read(fd, buf, len, deadline, NULL);
+}
+
+ssize_t weft_write(int fd, const void *buf, size_t len, int64_t deadline)
+{
+  return weft__write(fd, buf, len, deadline, NULL);
+}
+
+ssize_t weft_recv(int fd, void *buf, size_t len, int flags, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  IO_LOOP(fd, 0, deadline, NULL, recv(fd, buf, len, flags));
+}
+
+ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64_t deadline)
+{
+  int err = ensure_registered(fd);
+  if (err)
+    return err;
+  IO_LOOP(fd, 1, deadline, NULL, send(fd, buf, len, flags | MSG_NOSIGNAL));
+}
+
+ssize_t weft_write_all(int fd, const void *buf, size_t len, int64_t deadline)
+{
+  return weft__write_all(fd, buf, len, deadline, NULL);
+}
+
+int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
+{
+  return weft__accept(fd, addr, addrlen, deadline, NULL);
+}
+
+int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline)
+{
+  return weft__connect(fd, addr, addrlen, deadline, NULL);
 }

@@ -17,11 +17,13 @@
  * Lock order: a context lock is above channel locks (closing done) and timer heap locks
  * (arming the deadline), and is never held while another context's lock is taken. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include "core/clock.h"
 #include "core/core.h"
 #include "core/sched.h"
+#include "ctx/ctx_hook.h"
 #include "weft/ctx.h"
 #include "weft/runtime.h"
 
@@ -57,6 +59,7 @@ struct weft_ctx {
                                            guarded by the parent canceller's lock */
   bool linked;                          /* guarded by the parent canceller's lock */
   struct listener *listeners;           /* guarded by lock */
+  struct ctx_hook *hooks;               /* blocking calls waiting on it; guarded by lock */
   struct timer timer;                   /* the deadline, when this node set one */
   bool timer_armed;                     /* immutable after creation */
 };
@@ -91,6 +94,7 @@ static struct weft_ctx *new_ctx(struct weft_ctx *parent, enum ctx_kind kind)
 /* ---- cancellation ---- */
 
 static void cancel_node(struct weft_ctx *c, int err, int cause, bool from_timer);
+static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_timer);
 
 /* Remove c from its parent canceller's children, if it is there. */
 static void unlink_from_parent(struct weft_ctx *c)
@@ -127,7 +131,19 @@ static void run_listener(struct listener *l)
   listener_unref(l);
 }
 
+/* Hold a reference while cancelling: the hooks wake waiters that may drop the last
+ * reference the moment they run. Not from the deadline timer: a release that drops the
+ * last reference waits in timer_stop for that callback instead. */
 static void cancel_node(struct weft_ctx *c, int err, int cause, bool from_timer)
+{
+  if (!from_timer)
+    weft_ctx_retain(c);
+  cancel_node_held(c, err, cause, from_timer);
+  if (!from_timer)
+    weft_ctx_release(c);
+}
+
+static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_timer)
 {
   spin_lock(&c->lock);
   if (atomic_load_explicit(&c->err, memory_order_relaxed)) {
@@ -146,10 +162,20 @@ static void cancel_node(struct weft_ctx *c, int err, int cause, bool from_timer)
   c->listeners = NULL;
   for (struct listener *l = listeners; l; l = l->next)
     l->registered = false;
+  struct ctx_hook *hooks = c->hooks;
+  c->hooks = NULL;
+  for (struct ctx_hook *h = hooks; h; h = h->next)
+    atomic_store_explicit(&h->state, HOOK_FIRING, memory_order_relaxed);
   if (c->done)
     weft_chan_close(c->done);
   spin_unlock(&c->lock);
 
+  while (hooks) {
+    struct ctx_hook *h = hooks;
+    hooks = h->next; /* read before fn: once DONE the hook's memory may go */
+    h->fn(h, err);
+    atomic_store_explicit(&h->state, HOOK_DONE, memory_order_release);
+  }
   while (children) {
     struct weft_ctx *k = children;
     children = k->sib_next;
@@ -397,4 +423,47 @@ int weft_ctx_stop_func(weft_ctx_stop *stop)
     listener_unref(l); /* the registration's */
   listener_unref(l);   /* the handle's */
   return prevented;
+}
+
+/* ---- hooks for blocking calls (ctx_hook.h) ---- */
+
+int weft__ctx_hook_add(weft_ctx *c, struct ctx_hook *h)
+{
+  struct weft_ctx *k = c ? c->canceller : NULL;
+  atomic_init(&h->state, HOOK_IDLE);
+  h->node = k;
+  if (!k)
+    return 0;
+  spin_lock(&k->lock);
+  int err = atomic_load_explicit(&k->err, memory_order_relaxed);
+  if (!err) {
+    h->prev = NULL;
+    h->next = k->hooks;
+    if (k->hooks)
+      k->hooks->prev = h;
+    k->hooks = h;
+    atomic_store_explicit(&h->state, HOOK_ARMED, memory_order_relaxed);
+  }
+  spin_unlock(&k->lock);
+  return err;
+}
+
+void weft__ctx_hook_remove(struct ctx_hook *h)
+{
+  struct weft_ctx *k = h->node;
+  if (!k || atomic_load_explicit(&h->state, memory_order_acquire) == HOOK_IDLE)
+    return;
+  spin_lock(&k->lock);
+  if (atomic_load_explicit(&h->state, memory_order_relaxed) == HOOK_ARMED) {
+    if (h->prev)
+      h->prev->next = h->next;
+    else
+      k->hooks = h->next;
+    if (h->next)
+      h->next->prev = h->prev;
+    atomic_store_explicit(&h->state, HOOK_IDLE, memory_order_relaxed);
+  }
+  spin_unlock(&k->lock);
+  while (atomic_load_explicit(&h->state, memory_order_acquire) == HOOK_FIRING)
+    sched_yield();
 }

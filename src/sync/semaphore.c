@@ -17,8 +17,8 @@
 struct sem_waiter {
   int64_t n;
   struct coro *self;
-  bool granted;   /* guarded by sem->lock */
-  bool timed_out; /* guarded by sem->lock */
+  bool granted; /* guarded by sem->lock */
+  int err;      /* gave up: -ETIMEDOUT, or a canceller's error; guarded by sem->lock */
   struct sem_waiter *next, *prev;
   struct weft_sem *sem;
   struct timer timer;
@@ -84,17 +84,19 @@ static void wake_list(struct sem_waiter *list)
   }
 }
 
-static void sem_deadline(struct timer *t)
+/* The waiter stops waiting (deadline or canceller) unless it was granted first; a waiter
+ * leaving the front lets the ones behind it try. */
+static void give_up(struct sem_waiter *w, int err)
 {
-  struct sem_waiter *w = t->arg;
   struct weft_sem *s = w->sem;
   struct sem_waiter *wake = NULL;
   bool fire = false;
   spin_lock(&s->lock);
-  if (!w->granted) {
+  if (!w->granted && !w->err) {
     bool front = s->head == w;
     unlink_waiter(s, w);
-    w->timed_out = fire = true;
+    w->err = err;
+    fire = true;
     if (front)
       wake = grant_locked(s);
   }
@@ -102,6 +104,16 @@ static void sem_deadline(struct timer *t)
   if (fire)
     weft__ready(w->self);
   wake_list(wake);
+}
+
+static void sem_deadline(struct timer *t)
+{
+  give_up(t->arg, -ETIMEDOUT);
+}
+
+static void sem_cancel_fired(void *waiter, int err)
+{
+  give_up(waiter, err);
 }
 
 static bool sem_commit(struct coro *c, void *arg)
@@ -117,34 +129,63 @@ static bool sem_commit(struct coro *c, void *arg)
   return true;
 }
 
+/* A request larger than the semaphore can never succeed: it waits for its deadline or
+ * canceller without joining the queue (it blocks nobody, as in x/sync). Whichever of the
+ * two claims the wait first wakes it. */
+struct doomed_wait {
+  struct timer timer;
+  struct coro *self;
+  struct weft__canceller *cn;
+  atomic_int claimed;
+  int err;
+};
+
+static void doomed_fire(struct doomed_wait *d, int err)
+{
+  if (!atomic_exchange(&d->claimed, 1)) {
+    d->err = err;
+    weft__ready(d->self);
+  }
+}
+
 static void doomed_deadline(struct timer *t)
 {
-  weft__ready(t->arg);
+  doomed_fire(t->arg, -ETIMEDOUT);
 }
 
+static void doomed_cancel_fired(void *waiter, int err)
+{
+  doomed_fire(waiter, err);
+}
+
+/* Arm both from the commit step, once the coroutine is off its stack. */
 static bool doomed_commit(struct coro *c, void *arg)
 {
-  struct timer *t = arg;
-  if (t->when == WEFT_NO_DEADLINE)
-    return true; /* waits for good, as in Go */
-  t->fn = doomed_deadline;
-  t->arg = c;
-  return weft__timer_start(t, t->when) == 0; /* no memory: abandon; the caller retries */
+  struct doomed_wait *d = arg;
+  int err = d->cn ? d->cn->arm(d->cn, doomed_cancel_fired, d) : 0;
+  if (err) {
+    d->err = err;
+    atomic_store(&d->claimed, 1);
+    return false; /* already cancelled: do not park */
+  }
+  if (d->timer.when != WEFT_NO_DEADLINE && weft__timer_start(&d->timer, d->timer.when) != 0)
+    doomed_fire(d, -ENOMEM);
+  return true;
 }
 
-/* Park until the deadline without joining the queue, then fail. Coroutine. */
-static int wait_doomed(int64_t deadline)
+static int wait_doomed(int64_t deadline, struct weft__canceller *cn)
 {
-  struct timer t = {.when = deadline};
-  do {
-    weft__park("semaphore", doomed_commit, &t);
-    if (deadline != WEFT_NO_DEADLINE)
-      timer_stop(&t); /* t lives on this stack: wait for its callback to return */
-  } while (now_ns() < deadline);
-  return -ETIMEDOUT;
+  struct doomed_wait d = {.self = weft__current(), .cn = cn};
+  d.timer = (struct timer){.fn = doomed_deadline, .arg = &d, .when = deadline};
+  weft__park("semaphore", doomed_commit, &d);
+  if (cn)
+    cn->disarm(cn);
+  if (deadline != WEFT_NO_DEADLINE)
+    timer_stop(&d.timer); /* d lives on this stack: wait for its callback to return */
+  return d.err;
 }
 
-int weft_sem_acquire(weft_sem *s, int64_t n, int64_t deadline)
+int weft__sem_acquire(weft_sem *s, int64_t n, int64_t deadline, struct weft__canceller *cn)
 {
   struct sem_waiter w = {.n = n, .self = weft__current(), .sem = s};
   if (!s || n < 0)
@@ -163,7 +204,7 @@ int weft_sem_acquire(weft_sem *s, int64_t n, int64_t deadline)
   }
   if (n > s->size) {
     spin_unlock(&s->lock);
-    return wait_doomed(deadline);
+    return wait_doomed(deadline, cn);
   }
   w.prev = s->tail;
   if (s->tail)
@@ -171,11 +212,29 @@ int weft_sem_acquire(weft_sem *s, int64_t n, int64_t deadline)
   else
     s->head = &w;
   s->tail = &w;
+  /* Armed under the lock, after queueing: a canceller that fires now blocks on the lock
+   * until the park's commit releases it, then finds the waiter queued. */
+  int err = cn ? cn->arm(cn, sem_cancel_fired, &w) : 0;
+  if (err) {
+    bool front = s->head == &w;
+    unlink_waiter(s, &w);
+    struct sem_waiter *wake = front ? grant_locked(s) : NULL;
+    spin_unlock(&s->lock);
+    wake_list(wake);
+    return err;
+  }
   w.timer.when = deadline;
   weft__park("semaphore", sem_commit, &w);
+  if (cn)
+    cn->disarm(cn);
   if (w.timer.when != WEFT_NO_DEADLINE)
     timer_stop(&w.timer);
-  return w.granted ? 0 : -ETIMEDOUT;
+  return w.granted ? 0 : w.err;
+}
+
+int weft_sem_acquire(weft_sem *s, int64_t n, int64_t deadline)
+{
+  return weft__sem_acquire(s, n, deadline, NULL);
 }
 
 int weft_sem_try_acquire(weft_sem *s, int64_t n)
