@@ -36,4 +36,36 @@ WEFT_API const char *weft_strerror(int err);
  * Any thread; never blocks. */
 WEFT_API const char *weft_errname(int err);
 
+/* ---- error values ----
+ * A weft_error is an error value for programs built on weft: a code (a negative errno, as
+ * everywhere in weft), a message, and the error that caused it, so that a failure deep in
+ * a call chain reaches the top with its story: "fetch http://a/: connect 10.0.0.1:80:
+ * connection refused". NULL means no error. Values are immutable and reference counted;
+ * every constructor returns a new reference (NULL only when there is nothing to say or
+ * memory ran out: see weft_error_new). Any thread; never parks. */
+typedef struct weft_error weft_error;
+
+/* weft_error_new: an error with code (negative errno; 0 takes cause's code, or -EIO),
+ * a printf-style message (may be NULL: then the code's text), and cause (a reference is
+ * taken; may be NULL). On out-of-memory returns a static error with code -ENOMEM. */
+WEFT_API weft_error *weft_error_new(int code, weft_error *cause, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* weft_error_from_code: an error for a bare code (0 gives NULL). */
+WEFT_API weft_error *weft_error_from_code(int code);
+
+WEFT_API weft_error *weft_error_retain(weft_error *err);
+WEFT_API void weft_error_release(weft_error *err);
+
+/* weft_error_code: the code (0 for NULL). */
+WEFT_API int weft_error_code(const weft_error *err);
+/* weft_error_cause: the error that caused err (borrowed), or NULL. */
+WEFT_API weft_error *weft_error_cause(const weft_error *err);
+/* weft_error_is: 1 if err or any error in its cause chain has code, else 0 (Go's
+ * errors.Is for codes). */
+WEFT_API int weft_error_is(const weft_error *err, int code);
+/* weft_error_format: write "msg: cause's msg: ..." into buf (always NUL-terminated when
+ * len > 0); returns the length the full text needs, as snprintf does. */
+WEFT_API size_t weft_error_format(const weft_error *err, char *buf, size_t len);
+
 #endif
