@@ -5,6 +5,7 @@
 #include "weft/blocking.h"
 #include "weft/chan.h"
 #include "weft/common.h"
+#include "weft/ctx.h"
 #include "weft/error.h"
 #include "weft/io.h"
 #include "weft/runtime.h"
