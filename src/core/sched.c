@@ -736,6 +736,8 @@ void weft__park(const char *reason, park_commit_fn commit, void *arg)
   if (!self)
     weft__die("weft: %s outside a coroutine", reason);
   atomic_store_explicit(&self->wait_reason, reason, memory_order_relaxed);
+  if (!w->clock)
+    w->clock = now_ns(); /* first park before any periodic check */
   atomic_store_explicit(&self->wait_since, w->clock, memory_order_relaxed);
   atomic_store_explicit(&self->state, CORO_PARKED, memory_order_relaxed);
   w->commit = commit;
