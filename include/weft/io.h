@@ -7,6 +7,10 @@
  * must first be released with weft_fd_forget(). Regular files never report "would block":
  * do file I/O through weft_blocking() (weft/blocking.h).
  *
+ * At most one coroutine at a time may wait on each direction of an fd (one reader, one
+ * writer): another gets -EBUSY at once rather than waiting behind it. Serialise readers
+ * of one fd with a mutex, or accept on a listener from one coroutine.
+ *
  * Each call takes an absolute deadline (weft_now() nanoseconds, WEFT_NO_DEADLINE for none)
  * and returns a count >= 0 or a negative errno: -ETIMEDOUT at the deadline, -EBADF when the
  * fd is closed under the waiter, otherwise the system call's error. Calls from a thread

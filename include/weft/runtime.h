@@ -39,7 +39,10 @@ typedef struct weft_config {
   int blocking_threads;       /* bound of the blocking-call pool; default 64 */
 } weft_config;
 
-/* weft_main: start the runtime with default settings, run fn(arg) as the main coroutine
+/* While the runtime runs, SIGPIPE is ignored if the program left it at its default, so
+ * writing to a closed pipe or socket returns -EPIPE instead of killing the process.
+ *
+ * weft_main: start the runtime with default settings, run fn(arg) as the main coroutine
  * and return its result after it returns and the runtime has stopped. Coroutines still
  * alive then are stopped without running further (see weft_leak_check). Any thread not
  * inside weft; blocks the caller; not reentrant. Returns -EINVAL if fn is NULL, -EBUSY if

@@ -304,6 +304,8 @@ static int fd_wait(int fd, int dir, int64_t deadline, struct weft__canceller *cn
       return 0;
     if (atomic_load(&pd->gen) != gen)
       return -EBADF;
+    if (ready > SLOT_CANCEL && ready != (uintptr_t)self)
+      return -EBUSY; /* another coroutine waits on this direction already */
     if (deadline != WEFT_NO_DEADLINE && deadline <= now_ns())
       return -ETIMEDOUT;
     struct io_wait wt = {.pd = pd, .dir = dir, .self = self, .gen = gen};

@@ -157,6 +157,30 @@ static void free_registry(struct registry *r)
   }
 }
 
+/* Writing to a pipe or socket whose reader has gone must be an -EPIPE from weft_write,
+ * not a process killed by SIGPIPE (Go makes the same choice). If the program left
+ * SIGPIPE at its default, it is ignored while the runtime runs. */
+static struct sigaction saved_sigpipe;
+static bool sigpipe_changed;
+
+static void ignore_sigpipe(void)
+{
+  struct sigaction ign = {.sa_handler = SIG_IGN};
+  sigpipe_changed = false;
+  if (sigaction(SIGPIPE, NULL, &saved_sigpipe) == 0 && saved_sigpipe.sa_handler == SIG_DFL &&
+      !(saved_sigpipe.sa_flags & SA_SIGINFO)) {
+    sigemptyset(&ign.sa_mask);
+    sigpipe_changed = sigaction(SIGPIPE, &ign, NULL) == 0;
+  }
+}
+
+static void restore_sigpipe(void)
+{
+  if (sigpipe_changed)
+    sigaction(SIGPIPE, &saved_sigpipe, NULL);
+  sigpipe_changed = false;
+}
+
 static void teardown(void)
 {
   struct scheduler *s = &weft__sched;
@@ -174,12 +198,14 @@ static void teardown(void)
   weft__coro_pool_drain();
   weft__poller_fini();
   stack_module_fini();
+  restore_sigpipe();
   free(s->workers);
   s->workers = NULL;
 }
 
 static int start_runtime(void)
 {
+  ignore_sigpipe();
   int err;
   reset_scheduler();
   if ((err = stack_module_init(weft__config.stack_size, weft__config.stack_guard)))

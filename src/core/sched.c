@@ -306,7 +306,10 @@ void weft__ready(struct coro *c)
   struct worker *w = weft__this_worker();
   atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_relaxed);
   if (w) {
-    runnext_put(w, c);
+    if (w->ready_to_tail)
+      weft__runq_put(w, c);
+    else
+      runnext_put(w, c);
     if (weft__sched.nworkers == 1)
       return; /* the only worker is this one, and it is awake */
   } else {
@@ -422,11 +425,24 @@ int weft__timer_start(struct timer *t, int64_t when)
   return 0;
 }
 
+/* Fire h's due timers. What they wake goes to the tail of the ring, in firing (deadline)
+ * order, not into runnext, where each would push the previous one behind the others. */
+static int fire_timers(struct timer_heap *h, int64_t now)
+{
+  struct worker *w = weft__this_worker();
+  if (w)
+    w->ready_to_tail = true;
+  int n = timer_run_expired(h, now);
+  if (w)
+    w->ready_to_tail = false;
+  return n;
+}
+
 static int run_all_timers(int64_t now)
 {
   int fired = 0;
   for (int i = 0; i < weft__sched.nworkers; i++)
-    fired += timer_run_expired(&weft__sched.workers[i].timers, now);
+    fired += fire_timers(&weft__sched.workers[i].timers, now);
   return fired;
 }
 
@@ -438,7 +454,7 @@ static struct coro *periodic_check(struct worker *w)
 {
   int64_t now = now_ns();
   w->clock = now;
-  timer_run_expired(&w->timers, now);
+  fire_timers(&w->timers, now);
   if (now - w->last_poll > BUSY_POLL_NS && atomic_load(&weft__sched.io_waiters) > 0) {
     int zero = 0;
     w->last_poll = now;

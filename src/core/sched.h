@@ -47,12 +47,13 @@ struct worker {
   struct coro *_Atomic runnext; /* next to run; owner exchanges, thieves CAS */
   unsigned runnext_streak;      /* consecutive runnext picks; owner only */
 
-  uint32_t tick;     /* schedule count, for periodic fairness checks; owner only */
-  uint64_t rng;      /* xorshift state for victim choice; owner only */
-  bool spinning;     /* counted in sched.nspinning; owner only */
-  int64_t last_poll; /* last non-blocking netpoll; owner only */
-  int64_t clock;     /* monotonic ns at the last periodic check: the "waiting since" stamp
-                        of a park, at most FAIRNESS_TICKS switches stale; owner only */
+  uint32_t tick;      /* schedule count, for periodic fairness checks; owner only */
+  uint64_t rng;       /* xorshift state for victim choice; owner only */
+  bool spinning;      /* counted in sched.nspinning; owner only */
+  bool ready_to_tail; /* firing timers: ready() appends to the ring; owner only */
+  int64_t last_poll;  /* last non-blocking netpoll; owner only */
+  int64_t clock;      /* monotonic ns at the last periodic check: the "waiting since" stamp
+                         of a park, at most FAIRNESS_TICKS switches stale; owner only */
 
   struct timer_heap timers;  /* this worker's timers; heap lock */
   struct stack_cache stacks; /* owner only */
