@@ -107,8 +107,8 @@ WEFT_API int weft_procs(void);
 /* weft_coroutine_count: coroutines alive now (spawned and not yet returned). */
 WEFT_API long weft_coroutine_count(void);
 
-/* weft_dump: write one line per live coroutine (id, name, state, wait reason, time
- * waiting, creation site) to out. Any thread; takes the registry locks, never parks.
+/* weft_dump: write one line per live coroutine that has started (id, name, state, wait reason,
+ * time waiting, creation site) to out. Any thread; takes the registry locks, never parks.
  * Returns the number of coroutines written. */
 WEFT_API long weft_dump(FILE *out);
 

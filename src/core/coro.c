@@ -5,8 +5,9 @@
  * coroutines then needs few stacks, all warm from the worker's cache). Records and stacks
  * of exited coroutines are recycled through the worker that ran the exit.
  *
- * Invariant: a coroutine is in its registry from spawn until weft__coro_destroy, and
- * sched.ncoros counts exactly those. */
+ * Invariants: a coroutine is in the registry of the worker that first ran it from then
+ * until weft__coro_destroy (before its first run it is only in a run queue);
+ * weft__live_coroutines() counts every coroutine spawned and not yet returned. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,10 +46,13 @@ void weft__registry_add(struct registry *r, struct coro *c)
 void weft__registry_remove(struct coro *c)
 {
   struct registry *r = c->reg;
+  if (!r)
+    return; /* never ran */
   spin_lock(&r->lock);
   c->reg_prev->reg_next = c->reg_next;
   c->reg_next->reg_prev = c->reg_prev;
   c->reg_next = c->reg_prev = NULL;
+  c->reg = NULL;
   spin_unlock(&r->lock);
 }
 
@@ -158,6 +162,7 @@ bool weft__coro_bind_stack(struct worker *w, struct coro *c)
   c->stack = stack_alloc(&w->stacks, c->stack_size);
   if (!c->stack)
     return false;
+  weft__registry_add(&w->reg, c);
 #if WEFT_ASAN
   /* A recycled stack may still carry the poison of frames that never returned (the
    * previous owner's exit path). */
@@ -189,7 +194,10 @@ void weft__coro_release(struct worker *w, struct coro *c)
 void weft__coro_destroy(struct worker *w, struct coro *c)
 {
   weft__coro_release(w, c);
-  atomic_fetch_sub(&weft__sched.ncoros, 1);
+  if (w)
+    atomic_store_explicit(&w->exited,
+                          atomic_load_explicit(&w->exited, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
 }
 
 static void coro_entry(void *arg)
@@ -225,8 +233,14 @@ int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts, co
     snprintf(c->name, sizeof c->name, "%s", opts->name);
   c->id = atomic_fetch_add_explicit(&weft__sched.next_id, 1, memory_order_relaxed);
   atomic_init(&c->state, CORO_NEW);
-  atomic_fetch_add(&weft__sched.ncoros, 1);
-  weft__registry_add(w ? &w->reg : &weft__sched.foreign_reg, c);
+  if (w)
+    atomic_store_explicit(&w->spawned,
+                          atomic_load_explicit(&w->spawned, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+  else
+    atomic_fetch_add(&weft__sched.foreign_spawned, 1);
+  /* Registered when it first runs, on the worker that runs it, which usually also runs
+   * its exit: spawn and exit then never bounce a registry lock between CPUs. */
   weft__spawn_put(w, c);
   weft__wake_one();
   return 0;
@@ -265,7 +279,7 @@ int weft_procs(void)
 
 long weft_coroutine_count(void)
 {
-  return atomic_load(&weft__sched.ncoros);
+  return weft__live_coroutines();
 }
 
 int64_t weft_now(void)
@@ -317,4 +331,13 @@ void weft_sleep(int64_t ns)
     return;
   }
   weft_sleep_until(now_ns() + ns);
+}
+
+long weft__live_coroutines(void)
+{
+  long n = atomic_load(&weft__sched.foreign_spawned);
+  for (int i = 0; weft__sched.workers && i < weft__sched.nworkers; i++)
+    n += atomic_load_explicit(&weft__sched.workers[i].spawned, memory_order_relaxed) -
+         atomic_load_explicit(&weft__sched.workers[i].exited, memory_order_relaxed);
+  return n;
 }

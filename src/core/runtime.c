@@ -134,11 +134,13 @@ static void reset_scheduler(void)
 /* Coroutines alive when main returned (main itself has exited by then). */
 static long report_leaks(void)
 {
-  long leaked = atomic_load(&weft__sched.ncoros);
+  long leaked = weft__live_coroutines();
   if (leaked > 0 && weft__config.leak_check != WEFT_LEAK_IGNORE) {
     fprintf(stderr, "weft: %ld coroutine%s still alive when main returned:\n", leaked,
             leaked == 1 ? "" : "s");
-    weft__dump_all(stderr);
+    long shown = weft__dump_all(stderr);
+    if (shown < leaked)
+      fprintf(stderr, "and %ld spawned that never ran\n", leaked - shown);
   }
   return leaked;
 }
@@ -181,11 +183,41 @@ static void restore_sigpipe(void)
   sigpipe_changed = false;
 }
 
+/* Free coroutines that never ran: they are in run queues, not in a registry. Every
+ * worker has stopped. */
+static void free_unstarted(void)
+{
+  struct scheduler *s = &weft__sched;
+  struct coro *c;
+  for (int i = 0; i < s->nworkers; i++) {
+    struct worker *w = &s->workers[i];
+    uint32_t h = atomic_load(&w->rq_head), t = atomic_load(&w->rq_tail);
+    for (; h != t; h++) {
+      c = atomic_load(&w->rq[h % RUNQ_SIZE]);
+      if (atomic_load(&c->state) == CORO_NEW)
+        weft__coro_release(NULL, c);
+    }
+    atomic_store(&w->rq_head, t);
+    c = atomic_exchange(&w->runnext, NULL);
+    if (c && atomic_load(&c->state) == CORO_NEW)
+      weft__coro_release(NULL, c);
+  }
+  for (struct coro **q = &s->gq_head; q; q = q == &s->gq_head ? &s->sq_head : NULL) {
+    while ((c = *q)) {
+      *q = c->next;
+      if (atomic_load(&c->state) == CORO_NEW)
+        weft__coro_release(NULL, c);
+    }
+  }
+  s->gq_tail = s->sq_tail = NULL;
+}
+
 static void teardown(void)
 {
   struct scheduler *s = &weft__sched;
   weft__blocking_fini();
   weft__signal_fini();
+  free_unstarted();
   for (int i = 0; i < s->nworkers; i++)
     free_registry(&s->workers[i].reg);
   free_registry(&s->foreign_reg);

@@ -51,9 +51,13 @@ struct worker {
   uint64_t rng;       /* xorshift state for victim choice; owner only */
   bool spinning;      /* counted in sched.nspinning; owner only */
   bool ready_to_tail; /* firing timers: ready() appends to the ring; owner only */
-  int64_t last_poll;  /* last non-blocking netpoll; owner only */
-  int64_t clock;      /* monotonic ns at the last periodic check: the "waiting since" stamp
-                         of a park, at most FAIRNESS_TICKS switches stale; owner only */
+  /* Coroutines spawned on and exited on this worker: written by the owner only (relaxed,
+   * no read-modify-write), summed by weft__live_coroutines(), so spawn and exit never
+   * bounce a shared counter between CPUs. */
+  atomic_long spawned, exited;
+  int64_t last_poll; /* last non-blocking netpoll; owner only */
+  int64_t clock;     /* monotonic ns at the last periodic check: the "waiting since" stamp
+                        of a park, at most FAIRNESS_TICKS switches stale; owner only */
 
   struct timer_heap timers;  /* this worker's timers; heap lock */
   struct stack_cache stacks; /* owner only */
@@ -87,8 +91,8 @@ struct scheduler {
   atomic_int polling;         /* 1 while a worker owns the poller */
   _Atomic int64_t poll_until; /* the poller's wake-up deadline, INT64_MAX if none */
 
-  atomic_bool stopping; /* main returned */
-  atomic_long ncoros;   /* live coroutines (spawned, not yet returned) */
+  atomic_bool stopping;        /* main returned */
+  atomic_long foreign_spawned; /* coroutines spawned from threads outside the runtime */
   atomic_ullong next_id;
 
   atomic_long io_waiters; /* wake sources, for deadlock detection */
@@ -120,5 +124,6 @@ bool weft__coro_bind_stack(struct worker *w, struct coro *c);
 void weft__registry_init(struct registry *r);
 void weft__registry_add(struct registry *r, struct coro *c);
 void weft__registry_remove(struct coro *c);
+long weft__live_coroutines(void);
 
 #endif
