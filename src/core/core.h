@@ -82,6 +82,10 @@ void weft__park(const char *reason, park_commit_fn commit, void *arg);
  * one ready: the caller must have won whatever race decides who wakes c. */
 void weft__ready(struct coro *c);
 
+/* weft__ready_list: weft__ready for a list of parked coroutines linked through next, in
+ * order, with one wake-up of idle workers. Any thread. */
+void weft__ready_list(struct coro *list);
+
 /* weft__current: the running coroutine, or NULL on a thread not running one. */
 struct coro *weft__current(void);
 
@@ -111,7 +115,9 @@ int weft__connect(int fd, const struct sockaddr *addr, unsigned addrlen, int64_t
 /* The semaphore and blocking-pool calls with a canceller (src/sync/semaphore.c,
  * blocking.c). weft__blocking returns 0 with *result set when fn completed, or the
  * canceller's error once the caller stopped waiting; fn then runs on, and on_abandon
- * (if not NULL) is called with arg and fn's result on the pool thread when it ends. */
+ * (if not NULL) is called exactly once with arg and fn's result on the pool thread when
+ * it ends, with -ECANCELED if fn never started, or on the caller before it returns if the
+ * canceller had fired before the job was queued. -EINVAL, -ENOMEM: neither is called. */
 struct weft_sem;
 int weft__sem_acquire(struct weft_sem *s, int64_t n, int64_t deadline,
                       struct weft__canceller *cn);

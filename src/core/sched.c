@@ -318,6 +318,27 @@ void weft__ready(struct coro *c)
   weft__wake_one();
 }
 
+/* weft__ready_list: ready every coroutine of a list linked through next (which is
+ * free while they are parked), in order, at the tail of this worker's ring (or on the
+ * global queue), waking idle workers once rather than once per coroutine. */
+void weft__ready_list(struct coro *list)
+{
+  struct worker *w = weft__this_worker();
+  if (!list)
+    return;
+  while (list) {
+    struct coro *c = list;
+    list = c->next;
+    c->next = NULL;
+    atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_relaxed);
+    if (w)
+      weft__runq_put(w, c);
+    else
+      weft__global_put(c);
+  }
+  weft__wake_one();
+}
+
 /* ---- waking idle workers ---- */
 
 static void wake_worker(struct worker *w, bool is_poller)

@@ -387,12 +387,9 @@ void weft_chan_close(weft_chan *ch)
   close_queue(ch, &ch->sendq, &tail, false);
   *tail = NULL;
   spin_unlock(&ch->lock);
-  /* Wake after unlocking. c->next is free: a parked coroutine is on no run queue. */
-  while (list) {
-    struct coro *c = list;
-    list = c->next;
-    weft__ready(c);
-  }
+  /* Wake after unlocking, all at once. c->next is free: a parked coroutine is on no run
+   * queue. */
+  weft__ready_list(list);
 }
 
 /* ---- inspection ---- */
