@@ -1,12 +1,11 @@
 /* fanout.c: the first weft program to read.
  *
- * main spawns a few thousand coroutines that each "fetch" (sleep a random few
- * milliseconds, standing in for network I/O) and report; a wait group joins them. Two of
- * them talk over a pipe through the poller; one runs a blocking call on the pool. Then it
- * prints a dump of what is still alive (only main) and some figures.
+ * main spawns a few thousand coroutines that each "fetch" (sleep a few milliseconds,
+ * standing in for network I/O) and send their latency back on a channel (fan-in); a wait
+ * group joins them. Two coroutines talk over a pipe through the poller; one call runs on
+ * the blocking pool. Then it prints a dump of what is still alive (only main) and figures.
  *
  *   build/release/examples/fanout [coroutines]      (WEFT_PROCS sets the thread count) */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -15,7 +14,7 @@
 
 struct job {
   int id;
-  atomic_long *total_ms;
+  weft_chan *results; /* int: each fetch's latency in ms */
   weft_wg *wg;
 };
 
@@ -24,7 +23,7 @@ static void fetch(void *arg)
   struct job *j = arg;
   int ms = 1 + (j->id * 7919) % 20; /* deterministic "latency" of 1..20 ms */
   weft_sleep((int64_t)ms * 1000000);
-  atomic_fetch_add(j->total_ms, ms);
+  weft_chan_send(j->results, &ms, WEFT_NO_DEADLINE);
   weft_wg_done(j->wg);
 }
 
@@ -56,14 +55,15 @@ static long slow_syscall(void *arg)
 static int fanout_main(void *arg)
 {
   int n = *(int *)arg;
-  atomic_long total_ms = 0;
+  long total_ms = 0;
   weft_wg wg = WEFT_WG_INIT;
+  weft_chan *results = weft_chan_new(sizeof(int), 64); /* buffered: fetchers rarely wait */
   struct job *jobs = calloc((size_t)n, sizeof *jobs);
   int64_t start = weft_now();
 
   weft_wg_add(&wg, n);
   for (int i = 0; i < n; i++) {
-    jobs[i] = (struct job){i, &total_ms, &wg};
+    jobs[i] = (struct job){i, results, &wg};
     weft_go_named(fetch, &jobs[i], "fetch");
   }
 
@@ -77,11 +77,15 @@ static int fanout_main(void *arg)
   printf("blocking call returned %ld while the scheduler kept running\n",
          weft_blocking(slow_syscall, NULL));
 
+  for (int i = 0, ms; i < n; i++) /* fan-in: one result per fetch */
+    if (weft_chan_recv(results, &ms, WEFT_NO_DEADLINE) == 0)
+      total_ms += ms;
   weft_wg_wait(&wg);
+  weft_chan_release(results);
   double elapsed_ms = (double)(weft_now() - start) / 1e6;
-  printf("%d coroutines slept %ld ms in total; wall time %.1f ms on %d threads\n", n,
-         atomic_load(&total_ms), elapsed_ms, weft_procs());
-  printf("still alive (a dump, as on deadlock or SIGQUIT):\n");
+  printf("%d coroutines slept %ld ms in total; wall time %.1f ms on %d threads\n", n, total_ms,
+         elapsed_ms, weft_procs());
+  printf("still alive (the dump weft prints on a deadlock or a leak):\n");
   weft_dump(stdout);
   weft_close(pp.fds[0]);
   weft_close(pp.fds[1]);
