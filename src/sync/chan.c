@@ -262,38 +262,14 @@ int weft_chan_send(weft_chan *ch, const void *elem, int64_t deadline)
   return rc;
 }
 
-static int chan_send(weft_chan *ch, const void *elem, int64_t deadline)
-{
-  struct coro *wake = NULL;
-  if (!elem)
-    return -EINVAL;
-  if (!ch)
-    return block_forever(deadline, "chan send (nil chan)");
-  spin_lock(&ch->lock);
-  int rc = chan_send_locked(ch, elem, &wake);
-  if (rc != -EAGAIN) {
-    spin_unlock(&ch->lock);
-    if (wake)
-      weft__ready(wake);
-    return rc;
-  }
-  struct wait_set set;
-  wait_set_init(&set);
-  struct chan_waiter w = {.set = &set, .elem = (void *)elem};
-  if (!set.self) {
-    spin_unlock(&ch->lock);
-    return -EPERM;
-  }
-  return park_on(ch, &ch->sendq, &w, deadline, "chan send");
-}
-
-int weft_chan_recv(weft_chan *ch, void *elem, int64_t deadline)
+/* A send or a receive: done at once if it can be, else parked on the channel's queue. */
+static int chan_op(weft_chan *ch, void *elem, int64_t deadline, bool send)
 {
   struct coro *wake = NULL;
   if (!ch)
-    return block_forever(deadline, "chan receive (nil chan)");
+    return block_forever(deadline, send ? "chan send (nil chan)" : "chan receive (nil chan)");
   spin_lock(&ch->lock);
-  int rc = chan_recv_locked(ch, elem, &wake);
+  int rc = send ? chan_send_locked(ch, elem, &wake) : chan_recv_locked(ch, elem, &wake);
   if (rc != -EAGAIN) {
     spin_unlock(&ch->lock);
     if (wake)
@@ -307,10 +283,22 @@ int weft_chan_recv(weft_chan *ch, void *elem, int64_t deadline)
     spin_unlock(&ch->lock);
     return -EPERM;
   }
+  if (send)
+    return park_on(ch, &ch->sendq, &w, deadline, "chan send");
   rc = park_on(ch, &ch->recvq, &w, deadline, "chan receive");
   if (rc == -EPIPE && elem)
     memset(elem, 0, ch->elem_size);
   return rc;
+}
+
+static int chan_send(weft_chan *ch, const void *elem, int64_t deadline)
+{
+  return elem ? chan_op(ch, (void *)elem, deadline, true) : -EINVAL;
+}
+
+int weft_chan_recv(weft_chan *ch, void *elem, int64_t deadline)
+{
+  return chan_op(ch, elem, deadline, false);
 }
 
 static int try_op(weft_chan *ch, void *elem, bool send)
