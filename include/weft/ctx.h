@@ -121,9 +121,12 @@ struct weft_sem;
 WEFT_API int weft_sem_acquire_ctx(struct weft_sem *s, int64_t n, weft_ctx *ctx);
 /* weft_blocking_ctx: run fn(arg) on the blocking pool; returns 0 with *result set when it
  * completed, or ctx's error once ctx is done, without waiting for fn: fn runs on (if it
- * had not started it never runs), so arg must outlive it; on_abandon (may be NULL) is
- * then called on the pool thread with arg and fn's result (-ECANCELED if it never ran),
- * to free arg. */
+ * had not started it never runs), so arg must outlive it. Whenever it returns ctx's error,
+ * on_abandon (may be NULL) is called exactly once with arg and fn's result, -ECANCELED if
+ * fn never ran, to free arg: on the pool thread when fn ends, or on the caller before the
+ * call returns when fn was never handed to the pool (ctx already done). A call that
+ * returns 0 never calls it, nor does one that fails with -EINVAL (fn or result NULL) or
+ * -ENOMEM: arg is then still the caller's. */
 WEFT_API int weft_blocking_ctx(weft_ctx *ctx, long (*fn)(void *arg), void *arg, long *result,
                                void (*on_abandon)(void *arg, long result));
 

@@ -55,7 +55,8 @@ WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64
 WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline);
 
 /* weft_connect: connect a (non-blocking) socket, parking until done. Returns 0 or
- * a negative errno (-ECONNREFUSED, -ETIMEDOUT, ...). */
+ * a negative errno (-ECONNREFUSED, -ETIMEDOUT, ...). After -ETIMEDOUT (or a context's
+ * error) the attempt goes on in the kernel: call again to wait for it, or close fd. */
 WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
                           int64_t deadline);
 

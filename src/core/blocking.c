@@ -32,7 +32,7 @@ struct job {
   bool done, abandoned; /* guarded by pool.lock */
   long *result_out;
   int *err_out;
-  bool *queued_out; /* set by the commit step once the job is queued */
+  bool *queued_out; /* set by the commit step when the job is to be queued */
   void (*on_abandon)(void *arg, long result);
   struct weft__canceller *cn;
 };
@@ -61,7 +61,12 @@ static struct job *take_job_locked(void)
 }
 
 /* Run a job whose caller may have stopped waiting; pool.lock held on entry and exit. A
- * job abandoned before it started never runs. */
+ * job abandoned before it started never runs.
+ *
+ * Who frees j: a job that completes and wakes its caller is the caller's (its canceller
+ * stays armed until the caller disarms it, and may fire until then: it reads j); one
+ * abandoned, or left by a stopped runtime, is freed here. Freeing a completed job here let
+ * a cancel that came between the wake-up and the caller's disarm read freed memory. */
 static void run_heap_job(struct job *j)
 {
   long result = -ECANCELED;
@@ -82,7 +87,8 @@ static void run_heap_job(struct job *j)
     j->on_abandon(j->arg, result);
     pthread_mutex_lock(&pool.lock);
   }
-  free(j);
+  if (!wake)
+    free(j); /* else the caller frees it, after disarming its canceller */
 }
 
 static void *pool_thread(void *unused)
@@ -211,16 +217,24 @@ static void blocking_cancel_fired(void *waiter, int err)
 }
 
 /* Arm the canceller once off the stack, then queue; an already-fired canceller abandons
- * the park before the job is queued (the caller then frees it). */
+ * the park before the job is queued (the caller then frees it).
+ *
+ * queued is set before arming: once armed, the canceller may fire and resume the caller
+ * on another thread before this step returns, and the caller must then find that j
+ * belongs to the pool (it is queued below, abandoned, and the pool thread calls on_abandon
+ * and frees it). Setting it after arming let such a caller free j while this step still
+ * used it, and write to its stack after it had returned. */
 static bool enqueue_cn_commit(struct coro *c, void *arg)
 {
   struct job *j = arg;
+  bool *queued = j->queued_out;
+  *queued = true;
   int err = j->cn->arm(j->cn, blocking_cancel_fired, j);
   if (err) {
+    *queued = false; /* not armed: nobody else can resume the caller */
     *j->err_out = err;
     return false;
   }
-  *j->queued_out = true; /* before queueing: afterwards j belongs to the pool */
   return enqueue_commit(c, j);
 }
 
@@ -253,9 +267,15 @@ int weft__blocking(long (*fn)(void *arg), void *arg, long *result,
   cn->disarm(cn);
   if (!queued) {
     /* never queued (the canceller had fired before we parked): j is still ours. Once
-     * queued, j belongs to the pool thread, which frees it. */
+     * queued, the pool thread frees it unless it completed. fn never runs: on_abandon is
+     * told so here, as the pool thread would have, so that every call that returns the
+     * canceller's error calls it exactly once. */
     weft__blocking_add(-1);
     free(j);
+    if (on_abandon)
+      on_abandon(arg, -ECANCELED);
+  } else if (!err) {
+    free(j); /* completed: the pool thread left it to us (see run_heap_job) */
   }
   return err;
 }

@@ -555,9 +555,11 @@ int weft__connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_
   int err = ensure_registered(fd);
   if (err)
     return err;
-  if (connect(fd, addr, addrlen) == 0)
+  /* EALREADY: an earlier attempt on this socket, whose wait timed out or was cancelled,
+   * is still in progress: wait for it; EISCONN: it has completed (Go's connect loop). */
+  if (connect(fd, addr, addrlen) == 0 || errno == EISCONN)
     return 0;
-  if (errno != EINPROGRESS && errno != EINTR)
+  if (errno != EINPROGRESS && errno != EINTR && errno != EALREADY)
     return -errno;
   for (;;) {
     int soerr = 0;

@@ -93,6 +93,17 @@ static struct weft_ctx *new_ctx(struct weft_ctx *parent, enum ctx_kind kind)
 
 /* ---- cancellation ---- */
 
+/* Take a reference unless the count already reached zero (the context is being freed). */
+static bool try_retain(struct weft_ctx *c)
+{
+  long r = atomic_load_explicit(&c->refs, memory_order_relaxed);
+  while (r > 0)
+    if (atomic_compare_exchange_weak_explicit(&c->refs, &r, r + 1, memory_order_relaxed,
+                                              memory_order_relaxed))
+      return true;
+  return false;
+}
+
 static void cancel_node(struct weft_ctx *c, int err, int cause, bool from_timer);
 static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_timer);
 
@@ -152,12 +163,20 @@ static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_t
   }
   c->cause = cause ? cause : err;
   atomic_store_explicit(&c->err, err, memory_order_release);
-  struct weft_ctx *children = c->children;
-  c->children = NULL;
-  for (struct weft_ctx *k = children; k; k = k->sib_next) {
+  /* Detach the children, keeping alive (by a reference) those to cancel below. A child
+   * whose count already reached zero is being released and waits for this lock to unlink
+   * itself: it is only marked unlinked, never touched again here. */
+  struct weft_ctx *children = NULL, *next;
+  for (struct weft_ctx *k = c->children; k; k = next) {
+    next = k->sib_next;
     k->linked = false;
-    weft_ctx_retain(k); /* kept alive until cancelled below */
+    k->sib_prev = k->sib_next = NULL;
+    if (try_retain(k)) {
+      k->sib_next = children;
+      children = k;
+    }
   }
+  c->children = NULL;
   struct listener *listeners = c->listeners;
   c->listeners = NULL;
   for (struct listener *l = listeners; l; l = l->next)

@@ -165,6 +165,10 @@ int weft_blocking_ctx(weft_ctx *ctx, long (*fn)(void *arg), void *arg, long *res
                       void (*on_abandon)(void *arg, long result))
 {
   CTX_CANCELLER(cn, ctx);
+  if (!fn || !result)
+    return -EINVAL;
   int err = weft_ctx_err(ctx);
+  if (err && on_abandon)
+    on_abandon(arg, -ECANCELED); /* every return of ctx's error calls it once: weft/ctx.h */
   return err ? err : weft__blocking(fn, arg, result, on_abandon, cn);
 }

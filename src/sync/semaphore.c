@@ -131,21 +131,27 @@ static bool sem_commit(struct coro *c, void *arg)
 
 /* A request larger than the semaphore can never succeed: it waits for its deadline or
  * canceller without joining the queue (it blocks nobody, as in x/sync). Whichever of the
- * two claims the wait first wakes it. */
+ * two claims the wait first wakes it, but only once the commit step is done with d: the
+ * canceller is armed there and may fire at once, and a coroutine readied then could
+ * return, freeing d (on its stack) while the commit step still reads it. So the claimer
+ * and the end of the commit step each set `parked`; the second one wakes the coroutine
+ * (the commit step by abandoning the park). */
 struct doomed_wait {
   struct timer timer;
   struct coro *self;
   struct weft__canceller *cn;
-  atomic_int claimed;
-  int err;
+  atomic_int claimed; /* set by the deadline or canceller that ends the wait */
+  atomic_int parked;  /* set by the claimer and by the end of the commit step */
+  int err;            /* written by the claimer before it sets parked */
 };
 
 static void doomed_fire(struct doomed_wait *d, int err)
 {
-  if (!atomic_exchange(&d->claimed, 1)) {
-    d->err = err;
+  if (atomic_exchange(&d->claimed, 1))
+    return;
+  d->err = err;
+  if (atomic_exchange(&d->parked, 1)) /* the commit step is done: wake it */
     weft__ready(d->self);
-  }
 }
 
 static void doomed_deadline(struct timer *t)
@@ -170,7 +176,9 @@ static bool doomed_commit(struct coro *c, void *arg)
   }
   if (d->timer.when != WEFT_NO_DEADLINE && weft__timer_start(&d->timer, d->timer.when) != 0)
     doomed_fire(d, -ENOMEM);
-  return true;
+  /* The last touch of d: once parked is set a claimer may wake us. Claimed already: do
+   * not park. */
+  return !atomic_exchange(&d->parked, 1);
 }
 
 static int wait_doomed(int64_t deadline, struct weft__canceller *cn)
