@@ -72,7 +72,7 @@ target_text() {
     spawn_join) echo "≤ 1/2 of Go" ;;
     sleep_100k) echo "≤ Go" ;;
     parked_mem) echo "≤ Go (long-term aim)" ;;
-    *) echo "— (no Go counterpart)" ;;
+    *) echo "—" ;;
   esac
 }
 
@@ -128,13 +128,14 @@ for n in "${names[@]}"; do
   wm=$(echo "${wv[*]}" | median)
   w_cell="$(fmt_value "$wm" "$unit") $unit"
   g_cell="—" ratio="—" target=$(target_text "$n")
+  has_go "$n" || target="— (no Go counterpart)"
   if ((${#gv[@]} > 0)); then
     gm=$(echo "${gv[*]}" | median)
     g_cell="$(fmt_value "$gm" "$unit") $unit"
     ratio=$(awk -v a="$wm" -v b="$gm" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "—" }')
     limit=$(target_ratio "$n")
     if [[ -n $limit && $ratio != "—" ]]; then
-      if awk -v r="$ratio" -v l="$limit" 'BEGIN { exit !(r <= l) }'; then
+      if awk -v a="$wm" -v b="$gm" -v l="$limit" 'BEGIN { exit !(a / b <= l) }'; then
         target="$target: met"
       else
         target="$target: missed"
