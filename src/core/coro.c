@@ -210,6 +210,22 @@ static void coro_entry(void *arg)
 
 /* ---- spawn ---- */
 
+/* Ids are unique, not dense: each worker takes ID_BATCH at a time (as Go's goidcache),
+ * so spawning does not bounce one counter between CPUs. main gets 1. */
+#define ID_BATCH 16
+
+static uint64_t next_id(struct worker *w)
+{
+  if (!w)
+    return atomic_fetch_add_explicit(&weft__sched.next_id, 1, memory_order_relaxed);
+  if (w->id_next == w->id_end) {
+    w->id_next =
+        atomic_fetch_add_explicit(&weft__sched.next_id, ID_BATCH, memory_order_relaxed);
+    w->id_end = w->id_next + ID_BATCH;
+  }
+  return w->id_next++;
+}
+
 int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts, const char *file,
                int line, const char *func)
 {
@@ -231,7 +247,7 @@ int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts, co
   c->stack_size = opts ? opts->stack_size : 0;
   if (opts && opts->name)
     snprintf(c->name, sizeof c->name, "%s", opts->name);
-  c->id = atomic_fetch_add_explicit(&weft__sched.next_id, 1, memory_order_relaxed);
+  c->id = next_id(w);
   atomic_init(&c->state, CORO_NEW);
   if (w)
     atomic_store_explicit(&w->spawned,

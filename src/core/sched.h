@@ -55,9 +55,10 @@ struct worker {
    * no read-modify-write), summed by weft__live_coroutines(), so spawn and exit never
    * bounce a shared counter between CPUs. */
   atomic_long spawned, exited;
-  int64_t last_poll; /* last non-blocking netpoll; owner only */
-  int64_t clock;     /* monotonic ns at the last periodic check: the "waiting since" stamp
-                        of a park, at most FAIRNESS_TICKS switches stale; owner only */
+  uint64_t id_next, id_end; /* this worker's batch of coroutine ids; owner only */
+  int64_t last_poll;        /* last non-blocking netpoll; owner only */
+  int64_t clock; /* monotonic ns at the last periodic check: the "waiting since" stamp
+                    of a park, at most FAIRNESS_TICKS switches stale; owner only */
 
   struct timer_heap timers;  /* this worker's timers; heap lock */
   struct stack_cache stacks; /* owner only */
@@ -76,26 +77,31 @@ struct worker {
   size_t g0_asan_size;
 } __attribute__((aligned(64)));
 
+/* Fields are grouped by who writes them, each group on its own cache line: the
+ * read-mostly settings must not share a line with what every spawn, ready or idle
+ * transition writes. */
 struct scheduler {
+  /* Read-mostly. */
   int nworkers;
   struct worker *workers;
+  atomic_bool stopping; /* main returned */
 
-  spinlock lock; /* guards the global queue and the idle list */
+  _Alignas(64) spinlock lock; /* guards the global queue and the idle list */
   struct coro *gq_head, *gq_tail;
   atomic_long gq_len;             /* written under lock, read lock-free as a hint */
   struct coro *sq_head, *sq_tail; /* the spawn queue: new coroutines, after gq */
   atomic_long sq_len;             /* written under lock, read lock-free as a hint */
   struct worker *idle_list;
-  atomic_int nidle;           /* workers on the idle list; written under lock */
-  atomic_int nspinning;       /* workers looking for work */
-  atomic_int polling;         /* 1 while a worker owns the poller */
-  _Atomic int64_t poll_until; /* the poller's wake-up deadline, INT64_MAX if none */
 
-  atomic_bool stopping;        /* main returned */
-  atomic_long foreign_spawned; /* coroutines spawned from threads outside the runtime */
-  atomic_ullong next_id;
+  _Alignas(64) atomic_int nidle; /* workers on the idle list; written under lock */
+  atomic_int nspinning;          /* workers looking for work */
+  atomic_int polling;            /* 1 while a worker owns the poller */
+  _Atomic int64_t poll_until;    /* the poller's wake-up deadline, INT64_MAX if none */
 
-  atomic_long io_waiters; /* wake sources, for deadlock detection */
+  _Alignas(64) atomic_long foreign_spawned; /* spawned from threads outside the runtime */
+  atomic_ullong next_id;                    /* ids are taken ID_BATCH at a time per worker */
+
+  _Alignas(64) atomic_long io_waiters; /* wake sources, for deadlock detection */
   atomic_long blocking;
   atomic_long signal_waiters;
   atomic_long external_wakers; /* weft_external_wakers: plain threads that may wake */
