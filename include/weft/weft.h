@@ -7,9 +7,11 @@
 #include "weft/common.h"
 #include "weft/ctx.h"
 #include "weft/error.h"
+#include "weft/group.h"
 #include "weft/io.h"
 #include "weft/runtime.h"
 #include "weft/signal.h"
+#include "weft/signal_ctx.h"
 #include "weft/sync.h"
 
 #endif

@@ -121,20 +121,8 @@ void weft__global_put(struct coro *c)
 
 /* Coroutines spawned while their worker's ring is half full wait here, behind every
  * runnable one: a burst of spawns must not delay coroutines already woken (a timer's
- * sleeper would otherwise wait behind 100,000 unstarted coroutines). sched.lock. */
-static struct coro *spawnq_get_locked(void)
-{
-  struct coro *c = weft__sched.sq_head;
-  if (c) {
-    weft__sched.sq_head = c->next;
-    if (!weft__sched.sq_head)
-      weft__sched.sq_tail = NULL;
-    atomic_fetch_sub(&weft__sched.sq_len, 1);
-    c->next = NULL;
-  }
-  return c;
-}
-
+ * sleeper would otherwise wait behind 100,000 unstarted coroutines). sched.lock.
+ * A spawn goes to the ring while it is less than half full, else to the spawn queue. */
 void weft__spawn_put(struct worker *w, struct coro *c)
 {
   if (w) {
@@ -156,29 +144,48 @@ void weft__spawn_put(struct worker *w, struct coro *c)
   spin_unlock(&weft__sched.lock);
 }
 
-/* Take a runnable coroutine from the global queue, else a new one from the spawn queue. */
-static struct coro *global_get(void)
+/* Take from the global queue, else from the spawn queue, a batch of up to len/P + 1
+ * coroutines (at most GLOBAL_BATCH, and what fits in w's ring): run the first, queue the
+ * rest locally. One lock per batch rather than per coroutine, as Go's globrunqget. */
+#define GLOBAL_BATCH (RUNQ_SIZE / 4)
+
+static struct coro *global_get(struct worker *w)
 {
-  struct coro *c;
-  if (atomic_load_explicit(&weft__sched.gq_len, memory_order_relaxed) == 0) {
-    if (atomic_load_explicit(&weft__sched.sq_len, memory_order_relaxed) == 0)
-      return NULL;
-    spin_lock(&weft__sched.lock);
-    c = spawnq_get_locked();
-    spin_unlock(&weft__sched.lock);
-    return c;
+  struct scheduler *s = &weft__sched;
+  struct coro *batch[GLOBAL_BATCH];
+  int n = 0;
+  if (atomic_load_explicit(&s->gq_len, memory_order_relaxed) == 0 &&
+      atomic_load_explicit(&s->sq_len, memory_order_relaxed) == 0)
+    return NULL;
+  long room = 1;
+  if (w) {
+    uint32_t h = atomic_load_explicit(&w->rq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&w->rq_tail, memory_order_relaxed);
+    room = 1 + (long)(RUNQ_SIZE - (t - h));
   }
-  spin_lock(&weft__sched.lock);
-  c = weft__sched.gq_head;
-  if (c) {
-    weft__sched.gq_head = c->next;
-    if (!weft__sched.gq_head)
-      weft__sched.gq_tail = NULL;
-    atomic_fetch_sub(&weft__sched.gq_len, 1);
+  spin_lock(&s->lock);
+  bool runnable = s->gq_head != NULL;
+  struct coro **head = runnable ? &s->gq_head : &s->sq_head;
+  struct coro **tail = runnable ? &s->gq_tail : &s->sq_tail;
+  atomic_long *len = runnable ? &s->gq_len : &s->sq_len;
+  long want = atomic_load_explicit(len, memory_order_relaxed) / s->nworkers + 1;
+  if (want > room)
+    want = room;
+  if (want > GLOBAL_BATCH)
+    want = GLOBAL_BATCH;
+  while (n < want && *head) {
+    struct coro *c = *head;
+    *head = c->next;
     c->next = NULL;
+    batch[n++] = c;
   }
-  spin_unlock(&weft__sched.lock);
-  return c;
+  if (!*head)
+    *tail = NULL;
+  atomic_fetch_sub(len, n);
+  spin_unlock(&s->lock);
+  for (int k = 1; k < n; k++)
+    weft__runq_put(w, batch[k]);
+  return n ? batch[0] : NULL;
 }
 
 /* ---- local run queue (Go's runq: owner pushes at tail, anyone CASes head) ---- */
@@ -484,7 +491,7 @@ static struct coro *periodic_check(struct worker *w)
       atomic_store(&weft__sched.polling, 0);
     }
   }
-  return global_get();
+  return global_get(w);
 }
 
 /* The next coroutine this worker should run without leaving the caller's stack, or NULL.
@@ -666,7 +673,7 @@ static struct coro *find_runnable(struct worker *w)
   for (;;) {
     if (atomic_load(&weft__sched.stopping))
       break;
-    if ((c = pick_local(w, false)) || (c = global_get()))
+    if ((c = pick_local(w, false)) || (c = global_get(w)))
       goto found;
     w->clock = now_ns();
     if (run_all_timers(w->clock) > 0)
@@ -790,7 +797,7 @@ void weft_yield(void)
   if (!w || !w->current)
     return;
   struct coro *next = pick_local(w, false);
-  if (!next && !(next = global_get())) {
+  if (!next && !(next = global_get(w))) {
     if (!atomic_load_explicit(&weft__sched.stopping, memory_order_relaxed))
       return; /* nothing else to run here */
     next = &w->g0;

@@ -154,12 +154,15 @@ static void cancel_node(struct weft_ctx *c, int err, int cause, bool from_timer)
     weft_ctx_release(c);
 }
 
-static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_timer)
+/* Cancel c alone: mark it done, wake its waiters and after-funcs, unlink it. Returns its
+ * children that still need cancelling, each held by a reference and linked through
+ * sib_next (no longer in c's list), or NULL if c was done already. */
+static struct weft_ctx *cancel_one(struct weft_ctx *c, int err, int cause, bool from_timer)
 {
   spin_lock(&c->lock);
   if (atomic_load_explicit(&c->err, memory_order_relaxed)) {
     spin_unlock(&c->lock);
-    return;
+    return NULL;
   }
   c->cause = cause ? cause : err;
   atomic_store_explicit(&c->err, err, memory_order_release);
@@ -195,13 +198,6 @@ static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_t
     h->fn(h, err);
     atomic_store_explicit(&h->state, HOOK_DONE, memory_order_release);
   }
-  while (children) {
-    struct weft_ctx *k = children;
-    children = k->sib_next;
-    k->sib_prev = k->sib_next = NULL;
-    cancel_node(k, err, c->cause, false);
-    weft_ctx_release(k);
-  }
   while (listeners) {
     struct listener *l = listeners;
     listeners = l->next;
@@ -210,11 +206,49 @@ static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_t
   unlink_from_parent(c);
   if (c->timer_armed && !from_timer)
     timer_stop(&c->timer);
+  return children;
 }
 
+/* Cancel c and its descendants, iteratively (a chain of any depth needs no stack): each
+ * node's children join the work list, and each node is released once cancelled. */
+static void cancel_node_held(struct weft_ctx *c, int err, int cause, bool from_timer)
+{
+  struct weft_ctx *work = cancel_one(c, err, cause, from_timer);
+  cause = c->cause; /* set by cancel_one if it cancelled c; every descendant shares it */
+  while (work) {
+    struct weft_ctx *k = work;
+    work = k->sib_next;
+    k->sib_next = NULL;
+    struct weft_ctx *kids = cancel_one(k, err, cause, false);
+    while (kids) {
+      struct weft_ctx *next = kids->sib_next;
+      kids->sib_next = work;
+      work = kids;
+      kids = next;
+    }
+    weft_ctx_release(k);
+  }
+}
+
+static void cancel_on_deadline(void *arg)
+{
+  cancel_node(arg, -ETIMEDOUT, 0, false);
+  weft_ctx_release(arg);
+}
+
+/* The callback must not drop the last reference to anything that holds this node: the
+ * cancel releases children, whose release may free the node itself (its own timer_stop
+ * would then wait for this very callback). So the callback only takes a reference and
+ * hands the cancel to a coroutine; a release that already reached zero is waiting in
+ * timer_stop for this callback and the node must not be touched further. */
 static void deadline_fired(struct timer *t)
 {
-  cancel_node(t->arg, -ETIMEDOUT, 0, true);
+  struct weft_ctx *c = t->arg;
+  if (!try_retain(c))
+    return;
+  if (weft_go_named(cancel_on_deadline, c, "ctx deadline") != 0)
+    cancel_node_held(c, -ETIMEDOUT, 0, true); /* runtime stopping: inline; the reference
+                                                 is kept (leaked) rather than dropped here */
 }
 
 /* Link a new cancel node under its parent's canceller, or cancel it at once if that is
@@ -254,16 +288,17 @@ weft_ctx *weft_ctx_with_deadline(weft_ctx *parent, int64_t deadline)
   if (!c)
     return NULL;
   bool own = deadline < c->deadline; /* an earlier parent deadline wins */
-  if (own)
+  if (own) {
     c->deadline = deadline;
+    c->timer.fn = deadline_fired; /* before attach makes c visible to a parent's cancel */
+    c->timer.arg = c;
+    c->timer_armed = deadline > now_ns();
+  }
   attach(c);
   if (own && !atomic_load(&c->err)) {
-    if (deadline <= now_ns()) {
+    if (!c->timer_armed) {
       cancel_node(c, -ETIMEDOUT, 0, false);
     } else {
-      c->timer.fn = deadline_fired;
-      c->timer.arg = c;
-      c->timer_armed = true;
       if (!weft__sched.workers || weft__timer_start(&c->timer, deadline) != 0) {
         c->timer_armed = false;
         weft_ctx_release(c);
@@ -311,19 +346,21 @@ void weft_ctx_cancel_cause(weft_ctx *c, int cause)
     cancel_node(c, -ECANCELED, cause, false);
 }
 
+/* Iterative up the parent chain: releasing a deep chain leaf-first needs no stack. */
 void weft_ctx_release(weft_ctx *c)
 {
-  if (!c || c == &background ||
-      atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
-    return;
-  if (c->kind == CTX_CANCEL) {
-    unlink_from_parent(c);
-    if (c->timer_armed)
-      timer_stop(&c->timer); /* waits for a firing callback */
-    weft_chan_release(c->done);
+  while (c && c != &background &&
+         atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+    if (c->kind == CTX_CANCEL) {
+      unlink_from_parent(c);
+      if (c->timer_armed)
+        timer_stop(&c->timer); /* waits for a firing callback */
+      weft_chan_release(c->done);
+    }
+    struct weft_ctx *parent = c->parent;
+    free(c);
+    c = parent;
   }
-  weft_ctx_release(c->parent);
-  free(c);
 }
 
 /* ---- queries ---- */
