@@ -1,12 +1,9 @@
 /* sync_check.h: small helpers shared by the sync tests (tests/sync/test_{mutex,rwmutex,
  * cond,once,sem,waitgroup}.c and tests/stress/test_sync_stress.c).
  *
- * cmocka's assertions longjmp to the test function: they must not run on a coroutine
- * stack. Coroutines therefore record failed checks with CHECK(), which prints the failed
- * expression and counts it; the test function asserts the count is zero after run_weft().
- *
- * dump_count() counts the lines of a weft_dump() that name a coroutine and show a wait
- * reason, which is how tests see that a coroutine is parked for a given reason. */
+ * Coroutine-safe CHECK()s come from tests/support/coro_check.h. dump_count() counts the lines
+ * of a weft_dump() that name a coroutine and show a wait reason, which is how tests see that a
+ * coroutine is parked for a given reason. */
 #ifndef WEFT_TESTS_SYNC_CHECK_H
 #define WEFT_TESTS_SYNC_CHECK_H
 
@@ -16,32 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coro_check.h"
 #include "weft_test.h"
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-static atomic_int check_failures;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      atomic_fetch_add(&check_failures, 1);                                    \
-    }                                                                          \
-  } while (0)
-
-/* Start a test: no failed check carried over from an earlier one. */
-static inline void checks_reset(void)
-{
-  atomic_store(&check_failures, 0);
-}
-
-/* End a test: fail it if any coroutine recorded a failed check. */
-#define ASSERT_NO_CHECK_FAILED() assert_int_equal(atomic_load(&check_failures), 0)
 
 /* Whether line shows the wait reason exactly: "[reason]" or "[reason, 1.23s]". */
 static inline bool line_has_reason(const char *line, const char *reason)
