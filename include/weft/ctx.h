@@ -119,6 +119,9 @@ WEFT_API int weft_connect_ctx(int fd, const struct sockaddr *addr, socklen_t add
                               weft_ctx *ctx);
 struct weft_sem;
 WEFT_API int weft_sem_acquire_ctx(struct weft_sem *s, int64_t n, weft_ctx *ctx);
+/* weft_signal_wait_ctx: weft_signal_wait (weft/signal.h) until ctx is done. */
+#include <signal.h>
+WEFT_API int weft_signal_wait_ctx(const sigset_t *set, weft_ctx *ctx);
 /* weft_blocking_ctx: run fn(arg) on the blocking pool; returns 0 with *result set when it
  * completed, or ctx's error once ctx is done, without waiting for fn: fn runs on (if it
  * had not started it never runs), so arg must outlive it. Whenever it returns ctx's error,

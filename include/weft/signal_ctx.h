@@ -20,10 +20,9 @@
  * previous disposition (weft_signal_unwatch), which also undoes a weft_signal_watch the
  * program made itself for that signal.
  *
- * A coroutine per signal context ("signal ctx") waits for the signals. It notices stop and
- * a done parent within a short poll interval (WEFT_SIGNAL_CTX_POLL_NS), because
- * weft_signal_wait can be ended only by a signal or its deadline; weft_signal_ctx_stop
- * waits for it, so no coroutine outlives the signal context.
+ * A coroutine per signal context ("signal ctx") waits for the signals
+ * (weft_signal_wait_ctx), and ends at once on stop or a done parent;
+ * weft_signal_ctx_stop waits for it, so no coroutine outlives the signal context.
  *
  * Ownership: weft_signal_ctx_new returns a handle owned by the caller, freed by
  * weft_signal_ctx_stop (exactly once, before the runtime stops). The context and channel it
@@ -43,9 +42,6 @@ extern "C" {
  * negated errno values, all above -4096 (the kernel's MAX_ERRNO), so the two never meet. */
 #define WEFT_CAUSE_SIGNAL_BASE   4096
 #define WEFT_CAUSE_SIGNAL(signo) (-(WEFT_CAUSE_SIGNAL_BASE + (signo)))
-
-/* How often the waiting coroutine checks for stop and a done parent (25 ms). */
-#define WEFT_SIGNAL_CTX_POLL_NS 25000000
 
 /* weft_cause_signal: the signal number encoded in cause (WEFT_CAUSE_SIGNAL), else 0.
  * Any thread, signal-safe; never parks. */
@@ -95,7 +91,7 @@ WEFT_API int weft_ctx_signal(weft_ctx *ctx);
  * unless another signal context still watches them (their previous disposition, normally
  * the default, is restored), wait for the waiting coroutine to end, and free sc (dropping
  * its reference to the context). NULL is ignored.
- * Coroutine, may park (up to about WEFT_SIGNAL_CTX_POLL_NS; wait reason "wait group"). */
+ * Coroutine, may park briefly (wait reason "wait group"). */
 WEFT_API void weft_signal_ctx_stop(weft_signal_ctx *sc);
 
 #ifdef __cplusplus

@@ -124,6 +124,10 @@ int weft__sem_acquire(struct weft_sem *s, int64_t n, int64_t deadline,
 int weft__blocking(long (*fn)(void *arg), void *arg, long *result,
                    void (*on_abandon)(void *arg, long result), struct weft__canceller *cn);
 
+/* weft_signal_wait with a canceller (signal.c). */
+#include <signal.h>
+int weft__signal_wait(const sigset_t *set, int64_t deadline, struct weft__canceller *cn);
+
 /* weft__timer_start: arm t on the calling worker's heap (worker 0's from other threads)
  * and make sure the poller wakes for it. Returns 0 or -ENOMEM. Any thread. */
 int weft__timer_start(struct timer *t, int64_t when);

@@ -23,6 +23,7 @@ struct sig_waiter {
   struct coro *self;
   int delivered; /* the signal handed over, or 0; guarded by sig.lock */
   struct timer timer;
+  struct weft__canceller *cn; /* may end the wait (a context), or NULL */
   struct sig_waiter *next, *prev;
 };
 
@@ -168,9 +169,34 @@ static void sig_timeout(struct timer *t)
     weft__ready(w->self);
 }
 
+/* The canceller fired: end the wait with err unless a signal or the deadline came first. */
+static void sig_cancel_fired(void *waiter, int err)
+{
+  struct sig_waiter *w = waiter;
+  bool wake = false;
+  spin_lock(&sig.lock);
+  if (!w->delivered) {
+    w->delivered = err;
+    unlink_locked(w);
+    wake = true;
+  }
+  spin_unlock(&sig.lock);
+  if (wake)
+    weft__ready(w->self);
+}
+
+/* sig.lock is held: arm the canceller and the deadline, then let deliveries in. A
+ * canceller that fires now blocks on sig.lock until this step releases it. */
 static bool sig_commit(struct coro *c, void *arg)
 {
   struct sig_waiter *w = arg;
+  int err = w->cn ? w->cn->arm(w->cn, sig_cancel_fired, w) : 0;
+  if (err) {
+    w->delivered = err;
+    unlink_locked(w);
+    spin_unlock(&sig.lock);
+    return false; /* already cancelled: do not park */
+  }
   if (w->timer.when != INT64_MAX)
     weft__timer_start(&w->timer, w->timer.when);
   spin_unlock(&sig.lock);
@@ -179,7 +205,12 @@ static bool sig_commit(struct coro *c, void *arg)
 
 int weft_signal_wait(const sigset_t *set, int64_t deadline)
 {
-  struct sig_waiter w = {.self = weft__current()};
+  return weft__signal_wait(set, deadline, NULL);
+}
+
+int weft__signal_wait(const sigset_t *set, int64_t deadline, struct weft__canceller *cn)
+{
+  struct sig_waiter w = {.self = weft__current(), .cn = cn};
   bool any = false;
   if (!set || !w.self)
     return -EINVAL;
@@ -204,6 +235,8 @@ int weft_signal_wait(const sigset_t *set, int64_t deadline)
   weft__signal_waiters_add(1);
   weft__park("signal wait", sig_commit, &w);
   weft__signal_waiters_add(-1);
+  if (cn)
+    cn->disarm(cn);
   if (deadline != WEFT_NO_DEADLINE)
     timer_stop(&w.timer);
   return w.delivered;

@@ -172,3 +172,10 @@ int weft_blocking_ctx(weft_ctx *ctx, long (*fn)(void *arg), void *arg, long *res
     on_abandon(arg, -ECANCELED); /* every return of ctx's error calls it once: weft/ctx.h */
   return err ? err : weft__blocking(fn, arg, result, on_abandon, cn);
 }
+
+int weft_signal_wait_ctx(const sigset_t *set, weft_ctx *ctx)
+{
+  CTX_CANCELLER(cn, ctx);
+  int err = weft_ctx_err(ctx);
+  return err ? err : weft__signal_wait(set, WEFT_NO_DEADLINE, cn);
+}

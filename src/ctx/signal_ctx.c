@@ -10,9 +10,10 @@
  * WEFT_CAUSE_SIGNAL(signo); every arrival bumps count; later ones are also offered to the
  * `again` channel (try_send: a full channel drops the value, the count still has it).
  *
- * Watcher life: from weft_signal_ctx_new (unless the parent is done already) until it sees
- * `stopping` or a done parent, both checked at least every WEFT_SIGNAL_CTX_POLL_NS; it
- * leaves through weft_wg_done on sc->watcher, which stop waits for before freeing sc.
+ * Watcher life: from weft_signal_ctx_new (unless the parent is done already) until `life`
+ * (a child of the parent that stop cancels) is done: it waits for signals with
+ * weft_signal_wait_ctx on life, so it ends at once. It leaves through weft_wg_done on
+ * sc->watcher, which stop waits for before freeing sc.
  *
  * Invariants, under reg.mu: sc is in reg.list from new until stop unlinks it; watching[s]
  * equals the number of listed contexts whose set holds s, and s is watched (weft's handler
@@ -39,8 +40,11 @@
 #define SIG_MAX 65 /* signals 1 .. 64 */
 
 struct weft_signal_ctx {
-  weft_ctx *ctx;        /* with_cancel child of parent; owned reference, immutable */
-  weft_ctx *parent;     /* owned reference, immutable; the watcher ends when it is done */
+  weft_ctx *ctx;        /* with_cancel child of life; owned reference, immutable */
+  weft_ctx *life;       /* with_cancel child of parent, cancelled by stop: the watcher
+                           waits on it, so it ends at once on stop or a done parent;
+                           owned reference, immutable */
+  weft_ctx *parent;     /* owned reference, immutable */
   sigset_t set;         /* the signals watched, immutable */
   atomic_long count;    /* arrivals delivered (relaxed: a statistic) */
   weft_chan *again;     /* int; arrivals after the first; owned, immutable */
@@ -121,8 +125,8 @@ static void deliver_locked(int signo)
 static void watch_signals(void *arg)
 {
   struct weft_signal_ctx *sc = arg;
-  while (!atomic_load(&sc->stopping) && !weft_ctx_err(sc->parent)) {
-    int s = weft_signal_wait(&sc->set, weft_now() + WEFT_SIGNAL_CTX_POLL_NS);
+  while (!atomic_load(&sc->stopping) && !weft_ctx_err(sc->life)) {
+    int s = weft_signal_wait_ctx(&sc->set, sc->life);
     if (s > 0) {
       weft_mutex_lock(&reg.mu);
       deliver_locked(s);
@@ -130,7 +134,7 @@ static void watch_signals(void *arg)
     } else if (s == -EINVAL) {
       /* None of its signals is watched any more (stop is unwatching them, or the program
        * called weft_signal_unwatch): wait for stop without spinning. */
-      weft_sleep(WEFT_SIGNAL_CTX_POLL_NS);
+      weft_ctx_wait(sc->life, WEFT_NO_DEADLINE);
     }
   }
   weft_wg_done(&sc->watcher); /* last touch: stop may free sc from here on */
@@ -140,6 +144,7 @@ static void free_sc(struct weft_signal_ctx *sc)
 {
   weft_chan_release(sc->again);
   weft_ctx_release(sc->ctx);
+  weft_ctx_release(sc->life);
   weft_ctx_release(sc->parent);
   free(sc);
 }
@@ -154,12 +159,13 @@ weft_signal_ctx *weft_signal_ctx_new(weft_ctx *parent, const int *signos, int n)
     return NULL;
   sc->set = set;
   sc->parent = weft_ctx_retain(parent ? parent : weft_ctx_background());
-  sc->ctx = weft_ctx_with_cancel(parent);
+  sc->life = weft_ctx_with_cancel(parent);
+  sc->ctx = weft_ctx_with_cancel(sc->life);
   sc->again = weft_chan_new(sizeof(int), 16);
   atomic_init(&sc->count, 0);
   atomic_init(&sc->stopping, false);
   weft_wg_init(&sc->watcher);
-  if (!sc->ctx || !sc->again)
+  if (!sc->life || !sc->ctx || !sc->again)
     goto err_free;
 
   weft_mutex_lock(&reg.mu);
@@ -230,7 +236,7 @@ void weft_signal_ctx_stop(weft_signal_ctx *sc)
   weft_mutex_unlock(&reg.mu);
 
   atomic_store(&sc->stopping, true);
-  weft_ctx_cancel(sc->ctx);
+  weft_ctx_cancel(sc->life); /* ends the watcher's wait, and cancels ctx with it */
   weft_wg_wait(&sc->watcher);
   free_sc(sc);
 }
