@@ -218,17 +218,37 @@ static struct stack *pool_take_locked(size_t usable, bool guarded)
   return NULL;
 }
 
+/* Refill an empty cache with up to CACHE_MAX / 2 default-size stacks from the pools, in
+ * one lock: guarded ones first when guards are on, then arena ones. */
+static void cache_refill(struct stack_cache *cache)
+{
+  spin_lock(&pool_lock);
+  while (cache->count < CACHE_MAX / 2) {
+    struct stack *s = guard_enabled ? pool_take_locked(default_size, true) : NULL;
+    if (!s && !(s = pool_take_locked(default_size, false)))
+      break;
+    s->next = cache->head;
+    cache->head = s;
+    cache->count++;
+  }
+  spin_unlock(&pool_lock);
+}
+
 struct stack *stack_alloc(struct stack_cache *cache, size_t size)
 {
   size_t usable = size ? round_pages(size) : default_size;
   struct stack *s;
 
-  if (usable == default_size && cache && cache->head) {
-    s = cache->head;
-    cache->head = s->next;
-    cache->count--;
-    s->next = NULL;
-    return s;
+  if (usable == default_size && cache) {
+    if (!cache->head && pool_size == default_size)
+      cache_refill(cache);
+    if (cache->head) {
+      s = cache->head;
+      cache->head = s->next;
+      cache->count--;
+      s->next = NULL;
+      return s;
+    }
   }
   spin_lock(&pool_lock);
   s = guard_enabled ? pool_take_locked(usable, true) : NULL;
@@ -265,35 +285,71 @@ static void trim_stack(struct stack *s)
   s->low_water = (char *)s;
 }
 
-void stack_free(struct stack_cache *cache, struct stack *s)
+/* Put s in its pool; pool_lock held. Returns s if it must be unmapped instead. */
+static struct stack *pool_put_locked(struct stack *s)
 {
-  bool is_default = s->slot == default_size;
-
-  if (is_default && cache && cache->count < CACHE_MAX) {
-    s->next = cache->head;
-    cache->head = s;
-    cache->count++;
-    return;
-  }
-  trim_stack(s);
-  spin_lock(&pool_lock);
   if (s->slot == pool_size && s->guarded && pool_guarded_count < POOL_MAX) {
     s->next = pool_guarded;
     pool_guarded = s;
     pool_guarded_count++;
-    s = NULL;
-  } else if (s->slot == pool_size && !s->guarded) {
+    return NULL;
+  }
+  if (s->slot == pool_size && !s->guarded) {
     s->next = pool_arena;
     pool_arena = s;
-    s = NULL;
-  } else if (!s->guarded) {
+    return NULL;
+  }
+  if (!s->guarded) {
     s->next = arena_free; /* arena slices cannot be unmapped one by one */
     arena_free = s;
-    s = NULL;
+    return NULL;
+  }
+  return s;
+}
+
+/* Give a list of stacks (linked through next) to the pools under one lock. */
+static void pool_put_list(struct stack *list)
+{
+  struct stack *unmap = NULL;
+  for (struct stack *s = list; s; s = s->next)
+    trim_stack(s);
+  spin_lock(&pool_lock);
+  while (list) {
+    struct stack *s = list;
+    list = s->next;
+    if (pool_put_locked(s)) {
+      s->next = unmap;
+      unmap = s;
+    }
   }
   spin_unlock(&pool_lock);
-  if (s)
+  while (unmap) {
+    struct stack *s = unmap;
+    unmap = s->next;
     release_guarded(s);
+  }
+}
+
+/* A full cache gives half of itself to the pools at once (one lock per CACHE_MAX / 2
+ * stacks, as Go's stack caches do). */
+void stack_free(struct stack_cache *cache, struct stack *s)
+{
+  s->next = NULL;
+  if (s->slot != default_size || !cache) {
+    pool_put_list(s);
+    return;
+  }
+  s->next = cache->head;
+  cache->head = s;
+  if (++cache->count <= CACHE_MAX)
+    return;
+  struct stack *half = cache->head, *last = half;
+  for (int k = 1; k < CACHE_MAX / 2; k++)
+    last = last->next;
+  cache->head = last->next;
+  last->next = NULL;
+  cache->count -= CACHE_MAX / 2;
+  pool_put_list(half);
 }
 
 void stack_cache_drain(struct stack_cache *cache)
