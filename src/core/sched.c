@@ -787,6 +787,14 @@ void weft__park(const char *reason, park_commit_fn commit, void *arg)
   w->commit = commit;
   w->commit_arg = arg;
   struct coro *next = pick_local(w, true);
+  if (next && atomic_load_explicit(&next->state, memory_order_relaxed) == CORO_NEW) {
+    /* Starting it means binding a stack first (maybe an mmap and first-touch faults),
+     * and until the switch completes our commit step has not released the lock we hold:
+     * 10,000 receivers queueing on one channel spun on it. Start it from g0 instead, after
+     * the commit. */
+    runnext_put(w, next);
+    next = NULL;
+  }
   switch_to(w, self, next ? next : &w->g0, SWITCH_PARK);
   atomic_store_explicit(&self->wait_reason, NULL, memory_order_relaxed);
 }
