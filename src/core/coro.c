@@ -159,7 +159,7 @@ static void coro_entry(void *arg);
 
 bool weft__coro_bind_stack(struct worker *w, struct coro *c)
 {
-  c->stack = stack_alloc(&w->stacks, c->stack_size);
+  c->stack = weft__stack_alloc(&w->stacks, c->stack_size);
   if (!c->stack)
     return false;
   weft__registry_add(&w->reg, c);
@@ -182,7 +182,7 @@ void weft__coro_release(struct worker *w, struct coro *c)
 {
   weft__registry_remove(c);
   if (c->stack)
-    stack_free(w ? &w->stacks : NULL, c->stack);
+    weft__stack_free(w ? &w->stacks : NULL, c->stack);
   c->stack = NULL;
 #if WEFT_TSAN
   if (c->tsan_fiber)
@@ -337,7 +337,7 @@ void weft_sleep_until(int64_t deadline)
     return;
   }
   weft__park("sleep", sleep_commit, &deadline);
-  timer_stop(&self->sleep_timer); /* waits for the callback to be done with the timer */
+  weft__timer_stop(&self->sleep_timer); /* waits for the callback to be done with the timer */
 }
 
 void weft_sleep(int64_t ns)

@@ -102,7 +102,7 @@ static void overflow_handler(int sig, siginfo_t *info, void *uctx)
 {
   struct worker *w = weft__this_worker();
   struct coro *c = w ? w->current : NULL;
-  if (c && c->stack && stack_guard_hit(c->stack, info->si_addr)) {
+  if (c && c->stack && weft__stack_guard_hit(c->stack, info->si_addr)) {
     char msg[512];
     int n = snprintf(msg, sizeof msg,
                      "weft: coroutine %llu%s%s%s overflowed its %zu-byte stack "

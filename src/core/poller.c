@@ -211,8 +211,8 @@ static bool io_wait_commit(struct coro *c, void *arg)
   }
   if (!atomic_compare_exchange_strong(slot, &expected, (uintptr_t)c)) {
     if (timed)
-      timer_stop(&wt->timer); /* c is not published yet: wt is still alive */
-    return false;             /* readiness arrived while we were switching out */
+      weft__timer_stop(&wt->timer); /* c is not published yet: wt is still alive */
+    return false;                   /* readiness arrived while we were switching out */
   }
   /* A forget since fd_wait read gen may have found the slot still empty and woken nobody.
    * It bumps gen before it looks at the slot, and we put ourselves in the slot before
@@ -321,7 +321,7 @@ static int fd_wait(int fd, int dir, int64_t deadline, struct weft__canceller *cn
     if (cn)
       cn->disarm(cn); /* io_cancel_fired is not running and never will */
     if (deadline != WEFT_NO_DEADLINE)
-      timer_stop(&wt.timer);
+      weft__timer_stop(&wt.timer);
     uintptr_t mark = SLOT_CANCEL;
     if (atomic_compare_exchange_strong(&pd->slot[dir], &mark, 0))
       return wt.cancel_err; /* cancelled before we were in the slot */

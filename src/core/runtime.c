@@ -115,7 +115,7 @@ static int init_workers(int n)
     struct worker *w = &s->workers[i];
     w->index = i;
     w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
-    timer_heap_init(&w->timers);
+    weft__timer_heap_init(&w->timers);
     weft__registry_init(&w->reg);
     atomic_init(&w->g0.state, CORO_RUNNING);
   }
@@ -223,13 +223,13 @@ static void teardown(void)
   free_registry(&s->foreign_reg);
   for (int i = 0; i < s->nworkers; i++) {
     struct worker *w = &s->workers[i];
-    timer_heap_fini(&w->timers);
-    stack_cache_drain(&w->stacks);
+    weft__timer_heap_fini(&w->timers);
+    weft__stack_cache_drain(&w->stacks);
     weft__coro_cache_drain(w);
   }
   weft__coro_pool_drain();
   weft__poller_fini();
-  stack_module_fini();
+  weft__stack_module_fini();
   restore_sigpipe();
   free(s->workers);
   s->workers = NULL;
@@ -240,7 +240,7 @@ static int start_runtime(void)
   ignore_sigpipe();
   int err;
   reset_scheduler();
-  if ((err = stack_module_init(weft__config.stack_size, weft__config.stack_guard)))
+  if ((err = weft__stack_module_init(weft__config.stack_size, weft__config.stack_guard)))
     return err;
   if ((err = init_workers(weft__config.procs)))
     return err;

@@ -443,7 +443,7 @@ int weft__timer_start(struct timer *t, int64_t when)
   struct worker *w = weft__this_worker();
   if (!w)
     w = &weft__sched.workers[0];
-  int err = timer_start(&w->timers, t, when);
+  int err = weft__timer_arm(&w->timers, t, when);
   if (err)
     return err;
   /* Pairs with the poller's store of poll_until then reload of the heaps. */
@@ -460,7 +460,7 @@ static int fire_timers(struct timer_heap *h, int64_t now)
   struct worker *w = weft__this_worker();
   if (w)
     w->ready_to_tail = true;
-  int n = timer_run_expired(h, now);
+  int n = weft__timer_run_expired(h, now);
   if (w)
     w->ready_to_tail = false;
   return n;
@@ -614,9 +614,9 @@ static void poll_until_timer(struct worker *w)
  * program can never progress. Report every coroutine, as Go does, and abort. */
 static void deadlock_check_locked(void)
 {
-  if (atomic_load(&weft__sched.stopping) || any_work_visible() || timer_pending_count() > 0 ||
-      atomic_load(&weft__sched.io_waiters) > 0 || atomic_load(&weft__sched.blocking) > 0 ||
-      atomic_load(&weft__sched.signal_waiters) > 0 ||
+  if (atomic_load(&weft__sched.stopping) || any_work_visible() ||
+      weft__timer_pending_count() > 0 || atomic_load(&weft__sched.io_waiters) > 0 ||
+      atomic_load(&weft__sched.blocking) > 0 || atomic_load(&weft__sched.signal_waiters) > 0 ||
       atomic_load(&weft__sched.external_wakers) > 0)
     return;
   fprintf(stderr, "all coroutines are asleep - deadlock!\n\n");

@@ -238,6 +238,6 @@ int weft__signal_wait(const sigset_t *set, int64_t deadline, struct weft__cancel
   if (cn)
     cn->disarm(cn);
   if (deadline != WEFT_NO_DEADLINE)
-    timer_stop(&w.timer);
+    weft__timer_stop(&w.timer);
   return w.delivered;
 }

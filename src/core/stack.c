@@ -14,7 +14,7 @@
  * stack enters the pool, the pages below its top page are given back (MADV_DONTNEED) if
  * its coroutine was seen using them (low_water), so a pooled stack costs about a page.
  * Guarded stacks beyond POOL_MAX are unmapped; arena slices cannot be, and are kept.
- * Pools and arenas live as long as the process (see stack_module_init). */
+ * Pools and arenas live as long as the process (see weft__stack_module_init). */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -90,7 +90,7 @@ static void flush_pools_locked(void)
 /* The pools and arenas outlive a runtime: a program (or a benchmark) that runs
  * weft_main again finds its stacks warm, and a coroutine abandoned inside a blocking
  * call at shutdown keeps a valid stack for the pool thread that still writes to it. */
-int stack_module_init(size_t size, int guard)
+int weft__stack_module_init(size_t size, int guard)
 {
   if (!page_size) {
     page_size = (size_t)sysconf(_SC_PAGESIZE);
@@ -114,12 +114,12 @@ int stack_module_init(size_t size, int guard)
   return 0;
 }
 
-size_t stack_default_size(void)
+size_t weft__stack_default_size(void)
 {
   return default_size;
 }
 
-long stack_guarded_count(void)
+long weft__stack_guarded_count(void)
 {
   return atomic_load(&guarded_count);
 }
@@ -234,7 +234,7 @@ static void cache_refill(struct stack_cache *cache)
   spin_unlock(&pool_lock);
 }
 
-struct stack *stack_alloc(struct stack_cache *cache, size_t size)
+struct stack *weft__stack_alloc(struct stack_cache *cache, size_t size)
 {
   size_t usable = size ? round_pages(size) : default_size;
   struct stack *s;
@@ -332,7 +332,7 @@ static void pool_put_list(struct stack *list)
 
 /* A full cache gives half of itself to the pools at once (one lock per CACHE_MAX / 2
  * stacks, as Go's stack caches do). */
-void stack_free(struct stack_cache *cache, struct stack *s)
+void weft__stack_free(struct stack_cache *cache, struct stack *s)
 {
   s->next = NULL;
   if (s->slot != default_size || !cache) {
@@ -352,17 +352,17 @@ void stack_free(struct stack_cache *cache, struct stack *s)
   pool_put_list(half);
 }
 
-void stack_cache_drain(struct stack_cache *cache)
+void weft__stack_cache_drain(struct stack_cache *cache)
 {
   while (cache->head) {
     struct stack *s = cache->head;
     cache->head = s->next;
     cache->count--;
-    stack_free(NULL, s);
+    weft__stack_free(NULL, s);
   }
 }
 
-bool stack_guard_hit(const struct stack *s, const void *addr)
+bool weft__stack_guard_hit(const struct stack *s, const void *addr)
 {
   const char *a = addr, *lo = s->lo;
   if (s->guarded)
@@ -371,7 +371,7 @@ bool stack_guard_hit(const struct stack *s, const void *addr)
 }
 
 /* The runtime stopped: the caches were drained into the pools, which stay (see
- * stack_module_init). */
-void stack_module_fini(void)
+ * weft__stack_module_init). */
+void weft__stack_module_fini(void)
 {
 }

@@ -1,6 +1,6 @@
 /* stack.h: coroutine stacks.
  *
- * Two kinds, chosen per stack by stack_alloc():
+ * Two kinds, chosen per stack by weft__stack_alloc():
  *   guarded  its own mapping with a PROT_NONE guard page below it: an overflow faults and
  *            the SIGSEGV handler names the coroutine. Each costs two kernel map entries, so
  *            they are used while the process stays well under vm.max_map_count.
@@ -44,18 +44,18 @@ struct stack_cache {
   int count;
 };
 
-int stack_module_init(size_t default_size, int guard);
-void stack_module_fini(void);
+int weft__stack_module_init(size_t default_size, int guard);
+void weft__stack_module_fini(void);
 
-/* stack_alloc: a stack of at least size bytes (0: the default), from cache when it can.
+/* weft__stack_alloc: a stack of at least size bytes (0: the default), from cache when it can.
  * Returns NULL when out of memory. */
-struct stack *stack_alloc(struct stack_cache *cache, size_t size);
+struct stack *weft__stack_alloc(struct stack_cache *cache, size_t size);
 
-/* stack_free: return a stack to cache (or the global pool, or the kernel). */
-void stack_free(struct stack_cache *cache, struct stack *s);
+/* weft__stack_free: return a stack to cache (or the global pool, or the kernel). */
+void weft__stack_free(struct stack_cache *cache, struct stack *s);
 
-/* stack_cache_drain: give back every cached stack (worker exit). */
-void stack_cache_drain(struct stack_cache *cache);
+/* weft__stack_cache_drain: give back every cached stack (worker exit). */
+void weft__stack_cache_drain(struct stack_cache *cache);
 
 /* stack_canary_ok: false if an unguarded stack's canary was overwritten. */
 static inline bool stack_canary_ok(const struct stack *s)
@@ -63,10 +63,10 @@ static inline bool stack_canary_ok(const struct stack *s)
   return s->guarded || *(const volatile uint64_t *)s->lo == STACK_CANARY;
 }
 
-/* stack_guard_hit: true if addr lies in s's guard page (or canary zone). */
-bool stack_guard_hit(const struct stack *s, const void *addr);
+/* weft__stack_guard_hit: true if addr lies in s's guard page (or canary zone). */
+bool weft__stack_guard_hit(const struct stack *s, const void *addr);
 
-size_t stack_default_size(void);
-long stack_guarded_count(void);
+size_t weft__stack_default_size(void);
+long weft__stack_guarded_count(void);
 
 #endif

@@ -11,12 +11,12 @@
 
 static atomic_long pending_timers;
 
-long timer_pending_count(void)
+long weft__timer_pending_count(void)
 {
   return atomic_load(&pending_timers);
 }
 
-void timer_heap_init(struct timer_heap *h)
+void weft__timer_heap_init(struct timer_heap *h)
 {
   h->items = NULL;
   h->len = h->cap = 0;
@@ -24,7 +24,7 @@ void timer_heap_init(struct timer_heap *h)
   atomic_init(&h->next_when, INT64_MAX);
 }
 
-void timer_heap_fini(struct timer_heap *h)
+void weft__timer_heap_fini(struct timer_heap *h)
 {
   atomic_fetch_sub(&pending_timers, h->len);
   free(h->items);
@@ -86,7 +86,7 @@ static void heap_remove(struct timer_heap *h, int i)
   update_next(h);
 }
 
-int timer_start(struct timer_heap *h, struct timer *t, int64_t when)
+int weft__timer_arm(struct timer_heap *h, struct timer *t, int64_t when)
 {
   spin_lock(&h->lock);
   if (h->len == h->cap) {
@@ -111,7 +111,7 @@ int timer_start(struct timer_heap *h, struct timer *t, int64_t when)
   return 0;
 }
 
-bool timer_stop(struct timer *t)
+bool weft__timer_stop(struct timer *t)
 {
   struct timer_heap *h = atomic_load_explicit(&t->heap, memory_order_acquire);
   if (!h)
@@ -131,7 +131,7 @@ bool timer_stop(struct timer *t)
   return false;
 }
 
-int timer_run_expired(struct timer_heap *h, int64_t now)
+int weft__timer_run_expired(struct timer_heap *h, int64_t now)
 {
   int fired = 0;
   if (atomic_load_explicit(&h->next_when, memory_order_acquire) > now)

@@ -5,8 +5,8 @@
  *
  * Timer states:   IDLE --start--> PENDING --fires--> FIRING --callback returns--> IDLE
  *                                    +-------stop-------> IDLE
- * The owner of a timer's memory must call timer_stop() before freeing or restarting it:
- * timer_stop() waits while the callback runs, so the memory is never touched after that.
+ * The owner of a timer's memory must call weft__timer_stop() before freeing or restarting it:
+ * weft__timer_stop() waits while the callback runs, so the memory is never touched after that.
  *
  * Lock order: a heap lock is a leaf; nothing else is taken while holding it. */
 #ifndef WEFT_CORE_TIMER_H
@@ -30,7 +30,7 @@ struct timer {
   atomic_int state;                /* enum timer_state */
   struct timer_heap *_Atomic heap; /* heap it was last started on */
   bool callback_owns;              /* the callback may free or restart the timer: it is not
-                                      touched after the callback returns, and timer_stop
+                                      touched after the callback returns, and weft__timer_stop
                                       must not be called once it may have fired */
 };
 
@@ -50,21 +50,21 @@ struct timer_heap {
                                 read lock-free by idle threads choosing a poll timeout */
 };
 
-void timer_heap_init(struct timer_heap *h);
-void timer_heap_fini(struct timer_heap *h);
+void weft__timer_heap_init(struct timer_heap *h);
+void weft__timer_heap_fini(struct timer_heap *h);
 
-/* timer_start: arm t to fire at when on heap h. t must be IDLE. Returns 0 or -ENOMEM. */
-int timer_start(struct timer_heap *h, struct timer *t, int64_t when);
+/* weft__timer_arm: arm t to fire at when on heap h. t must be IDLE. Returns 0 or -ENOMEM. */
+int weft__timer_arm(struct timer_heap *h, struct timer *t, int64_t when);
 
-/* timer_stop: disarm t. Returns true if it was pending (the callback will not run), false
+/* weft__timer_stop: disarm t. Returns true if it was pending (the callback will not run), false
  * if it already fired, in which case it first waits for the callback to return. */
-bool timer_stop(struct timer *t);
+bool weft__timer_stop(struct timer *t);
 
-/* timer_run_expired: fire every timer of h due at or before now. Returns the count. Any
+/* weft__timer_run_expired: fire every timer of h due at or before now. Returns the count. Any
  * scheduler thread may run any heap's timers. */
-int timer_run_expired(struct timer_heap *h, int64_t now);
+int weft__timer_run_expired(struct timer_heap *h, int64_t now);
 
 /* The number of pending timers in all heaps (deadlock detection). */
-long timer_pending_count(void);
+long weft__timer_pending_count(void);
 
 #endif

@@ -144,7 +144,7 @@ static void run_listener(struct listener *l)
 
 /* Hold a reference while cancelling: the hooks wake waiters that may drop the last
  * reference the moment they run. Not from the deadline timer: a release that drops the
- * last reference waits in timer_stop for that callback instead. */
+ * last reference waits in weft__timer_stop for that callback instead. */
 static void cancel_node(struct weft_ctx *c, int err, int cause, bool from_timer)
 {
   if (!from_timer)
@@ -205,7 +205,7 @@ static struct weft_ctx *cancel_one(struct weft_ctx *c, int err, int cause, bool 
   }
   unlink_from_parent(c);
   if (c->timer_armed && !from_timer)
-    timer_stop(&c->timer);
+    weft__timer_stop(&c->timer);
   return children;
 }
 
@@ -237,10 +237,10 @@ static void cancel_on_deadline(void *arg)
 }
 
 /* The callback must not drop the last reference to anything that holds this node: the
- * cancel releases children, whose release may free the node itself (its own timer_stop
+ * cancel releases children, whose release may free the node itself (its own weft__timer_stop
  * would then wait for this very callback). So the callback only takes a reference and
  * hands the cancel to a coroutine; a release that already reached zero is waiting in
- * timer_stop for this callback and the node must not be touched further. */
+ * weft__timer_stop for this callback and the node must not be touched further. */
 static void deadline_fired(struct timer *t)
 {
   struct weft_ctx *c = t->arg;
@@ -354,7 +354,7 @@ void weft_ctx_release(weft_ctx *c)
     if (c->kind == CTX_CANCEL) {
       unlink_from_parent(c);
       if (c->timer_armed)
-        timer_stop(&c->timer); /* waits for a firing callback */
+        weft__timer_stop(&c->timer); /* waits for a firing callback */
       weft_chan_release(c->done);
     }
     struct weft_ctx *parent = c->parent;

@@ -106,7 +106,7 @@ static struct coro *complete(struct chan_waiter *w, int result)
   return w->set->self;
 }
 
-int chan_send_locked(struct weft_chan *ch, const void *elem, struct coro **wake)
+int weft__chan_send_locked(struct weft_chan *ch, const void *elem, struct coro **wake)
 {
   struct chan_waiter *r;
   if (ch->closed)
@@ -124,7 +124,7 @@ int chan_send_locked(struct weft_chan *ch, const void *elem, struct coro **wake)
   return -EAGAIN;
 }
 
-int chan_recv_locked(struct weft_chan *ch, void *elem, struct coro **wake)
+int weft__chan_recv_locked(struct weft_chan *ch, void *elem, struct coro **wake)
 {
   struct chan_waiter *s;
   if ((s = waitq_claim(&ch->sendq))) {
@@ -164,7 +164,7 @@ static void deadline_fired(struct timer *t)
   }
 }
 
-void wait_set_arm_deadline(struct wait_set *s, int64_t deadline)
+void weft__wait_set_arm_deadline(struct wait_set *s, int64_t deadline)
 {
   if (deadline == WEFT_NO_DEADLINE)
     return;
@@ -186,7 +186,7 @@ struct park_one {
 static bool unlock_commit(struct coro *c, void *arg)
 {
   struct park_one *p = arg;
-  wait_set_arm_deadline(p->set, p->deadline);
+  weft__wait_set_arm_deadline(p->set, p->deadline);
   spin_unlock(&p->ch->lock);
   return true;
 }
@@ -269,7 +269,8 @@ static int chan_op(weft_chan *ch, void *elem, int64_t deadline, bool send)
   if (!ch)
     return block_forever(deadline, send ? "chan send (nil chan)" : "chan receive (nil chan)");
   spin_lock(&ch->lock);
-  int rc = send ? chan_send_locked(ch, elem, &wake) : chan_recv_locked(ch, elem, &wake);
+  int rc =
+      send ? weft__chan_send_locked(ch, elem, &wake) : weft__chan_recv_locked(ch, elem, &wake);
   if (rc != -EAGAIN) {
     spin_unlock(&ch->lock);
     if (wake)
@@ -307,7 +308,8 @@ static int try_op(weft_chan *ch, void *elem, bool send)
   if (!ch)
     return -EAGAIN;
   spin_lock(&ch->lock);
-  int rc = send ? chan_send_locked(ch, elem, &wake) : chan_recv_locked(ch, elem, &wake);
+  int rc =
+      send ? weft__chan_send_locked(ch, elem, &wake) : weft__chan_recv_locked(ch, elem, &wake);
   spin_unlock(&ch->lock);
   if (wake)
     weft__ready(wake);

@@ -66,8 +66,8 @@ struct weft_chan {
 /* The operations with the channel lock held. They never park. Each returns 0 when done,
  * -EPIPE on a closed channel, -EAGAIN when it would block; *wake is set to a coroutine to
  * weft__ready after the lock is released (or left NULL). */
-int chan_send_locked(struct weft_chan *ch, const void *elem, struct coro **wake);
-int chan_recv_locked(struct weft_chan *ch, void *elem, struct coro **wake);
+int weft__chan_send_locked(struct weft_chan *ch, const void *elem, struct coro **wake);
+int weft__chan_recv_locked(struct weft_chan *ch, void *elem, struct coro **wake);
 
 static inline void waitq_push(struct waitq *q, struct chan_waiter *w)
 {
@@ -99,7 +99,7 @@ static inline void waitq_remove(struct waitq *q, struct chan_waiter *w)
 }
 
 /* wait_set_init: a fresh wait set for the running coroutine. The timer is left
- * uninitialised: wait_set_arm_deadline sets it up, and only a set with a deadline is
+ * uninitialised: weft__wait_set_arm_deadline sets it up, and only a set with a deadline is
  * disarmed. */
 static inline void wait_set_init(struct wait_set *s)
 {
@@ -125,12 +125,12 @@ static inline bool wait_set_claim(struct wait_set *s)
 
 /* Arm the deadline timer of s (from a park commit step); on expiry it claims s with
  * -ETIMEDOUT. */
-void wait_set_arm_deadline(struct wait_set *s, int64_t deadline);
+void weft__wait_set_arm_deadline(struct wait_set *s, int64_t deadline);
 /* After waking: stop the deadline timer, waiting for its callback if it is running. */
 static inline void wait_set_disarm(struct wait_set *s, int64_t deadline)
 {
   if (deadline != WEFT_NO_DEADLINE)
-    timer_stop(&s->timer);
+    weft__timer_stop(&s->timer);
 }
 
 #endif

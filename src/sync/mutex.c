@@ -91,7 +91,7 @@ static void lock_slow(struct mutex_impl *m)
     bool queued_before = wait_start != 0;
     if (!queued_before)
       wait_start = now_ns();
-    sema_acquire(&m->sema, queued_before, "mutex");
+    weft__sema_acquire(&m->sema, queued_before, "mutex");
     starving = starving || now_ns() - wait_start > STARVATION_NS;
     old = atomic_load_explicit(&m->state, memory_order_relaxed);
     if (old & STARVING) {
@@ -120,7 +120,7 @@ void weft_mutex_lock(weft_mutex *mu)
 static void unlock_slow(struct mutex_impl *m, unsigned new)
 {
   if (new &STARVING) {
-    sema_release(&m->sema); /* hand-off: the woken waiter owns the lock */
+    weft__sema_release(&m->sema); /* hand-off: the woken waiter owns the lock */
     return;
   }
   unsigned old = new;
@@ -130,7 +130,7 @@ static void unlock_slow(struct mutex_impl *m, unsigned new)
       return;
     new = (old - (1u << WAITER_SHIFT)) | WOKEN;
     if (atomic_compare_exchange_weak(&m->state, &old, new)) {
-      sema_release(&m->sema);
+      weft__sema_release(&m->sema);
       return;
     }
   }

@@ -34,7 +34,7 @@ void weft_rwmutex_rlock(weft_rwmutex *rwm)
 {
   struct rwmutex_impl *rw = (struct rwmutex_impl *)rwm;
   if (atomic_fetch_add(&rw->reader_count, 1) + 1 < 0)
-    sema_acquire(&rw->reader_sem, false, "rwmutex read"); /* a writer is pending */
+    weft__sema_acquire(&rw->reader_sem, false, "rwmutex read"); /* a writer is pending */
 }
 
 void weft_rwmutex_runlock(weft_rwmutex *rwm)
@@ -46,7 +46,7 @@ void weft_rwmutex_runlock(weft_rwmutex *rwm)
   if (r + 1 == 0 || r + 1 == -MAX_READERS)
     weft__die("weft: runlock of unlocked rwmutex %p", (void *)rwm);
   if (atomic_fetch_sub(&rw->reader_wait, 1) - 1 == 0)
-    sema_release(&rw->writer_sem); /* the last reader the writer waited for */
+    weft__sema_release(&rw->writer_sem); /* the last reader the writer waited for */
 }
 
 void weft_rwmutex_lock(weft_rwmutex *rwm)
@@ -55,7 +55,7 @@ void weft_rwmutex_lock(weft_rwmutex *rwm)
   weft_mutex_lock(&rw->writer_lock);
   int r = atomic_fetch_sub(&rw->reader_count, MAX_READERS);
   if (r != 0 && atomic_fetch_add(&rw->reader_wait, r) + r != 0)
-    sema_acquire(&rw->writer_sem, false, "rwmutex write");
+    weft__sema_acquire(&rw->writer_sem, false, "rwmutex write");
 }
 
 void weft_rwmutex_unlock(weft_rwmutex *rwm)
@@ -65,6 +65,6 @@ void weft_rwmutex_unlock(weft_rwmutex *rwm)
   if (r >= MAX_READERS)
     weft__die("weft: unlock of unlocked rwmutex %p", (void *)rwm);
   for (int i = 0; i < r; i++)
-    sema_release(&rw->reader_sem); /* readers that arrived while we held it */
+    weft__sema_release(&rw->reader_sem); /* readers that arrived while we held it */
   weft_mutex_unlock(&rw->writer_lock);
 }

@@ -93,8 +93,8 @@ static int poll_cases(struct select_frame *f, weft_select_case *cases, struct co
     weft_select_case *sc = &cases[i];
     if (!sc->ch)
       continue;
-    int rc = sc->dir == WEFT_SELECT_SEND ? chan_send_locked(sc->ch, sc->elem, wake)
-                                         : chan_recv_locked(sc->ch, sc->elem, wake);
+    int rc = sc->dir == WEFT_SELECT_SEND ? weft__chan_send_locked(sc->ch, sc->elem, wake)
+                                         : weft__chan_recv_locked(sc->ch, sc->elem, wake);
     if (rc != -EAGAIN) {
       sc->result = rc;
       return (int)i;
@@ -106,7 +106,7 @@ static int poll_cases(struct select_frame *f, weft_select_case *cases, struct co
 static bool select_commit(struct coro *c, void *arg)
 {
   struct select_frame *f = arg;
-  wait_set_arm_deadline(f->set, f->deadline);
+  weft__wait_set_arm_deadline(f->set, f->deadline);
   unlock_all(f);
   return true;
 }

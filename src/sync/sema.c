@@ -8,7 +8,7 @@ static bool sema_commit(struct coro *c, void *arg)
   return true;
 }
 
-void sema_acquire(struct sema *s, bool lifo, const char *reason)
+void weft__sema_acquire(struct sema *s, bool lifo, const char *reason)
 {
   struct sema_waiter me = {.self = weft__current()};
   spin_lock(&s->lock);
@@ -32,7 +32,7 @@ void sema_acquire(struct sema *s, bool lifo, const char *reason)
   weft__park(reason, sema_commit, s);
 }
 
-void sema_release(struct sema *s)
+void weft__sema_release(struct sema *s)
 {
   spin_lock(&s->lock);
   struct sema_waiter *w = s->head;

@@ -27,9 +27,9 @@ struct sema {
   struct sema_waiter *tail;
 };
 
-/* sema_acquire: take one unit, parking (with reason) until one is released. Coroutine. */
-void sema_acquire(struct sema *s, bool lifo, const char *reason);
-/* sema_release: release one unit: wake the first waiter or remember it. Any thread. */
-void sema_release(struct sema *s);
+/* weft__sema_acquire: take one unit, parking (with reason) until one is released. Coroutine. */
+void weft__sema_acquire(struct sema *s, bool lifo, const char *reason);
+/* weft__sema_release: release one unit: wake the first waiter or remember it. Any thread. */
+void weft__sema_release(struct sema *s);
 
 #endif

@@ -189,7 +189,7 @@ static int wait_doomed(int64_t deadline, struct weft__canceller *cn)
   if (cn)
     cn->disarm(cn);
   if (deadline != WEFT_NO_DEADLINE)
-    timer_stop(&d.timer); /* d lives on this stack: wait for its callback to return */
+    weft__timer_stop(&d.timer); /* d lives on this stack: wait for its callback to return */
   return d.err;
 }
 
@@ -236,7 +236,7 @@ int weft__sem_acquire(weft_sem *s, int64_t n, int64_t deadline, struct weft__can
   if (cn)
     cn->disarm(cn);
   if (w.timer.when != WEFT_NO_DEADLINE)
-    timer_stop(&w.timer);
+    weft__timer_stop(&w.timer);
   return w.granted ? 0 : w.err;
 }
 

@@ -18,7 +18,7 @@
  * stop, and the timer's, dropped by stop when it removes the pending timer, or by a
  * dispatched tick that finds the ticker stopped (or cannot re-arm); the last one frees
  * the record and its channel reference. The design that lost: a plain timer restarted
- * from its own callback. timer_run_expired's FIRING -> IDLE step after the callback then
+ * from its own callback. weft__timer_run_expired's FIRING -> IDLE step after the callback then
  * touched a timer that the restart had made stoppable, after a concurrent stop had removed
  * it and freed the ticker (use after free, ThreadSanitizer, test_timerchan.c).
  *
@@ -60,7 +60,7 @@ static void after_finalize(weft_chan *ch)
   struct after *a = ch->finalize_arg;
   if (atomic_load_explicit(&a->timer.state, memory_order_acquire) != TIMER_IDLE &&
       weft__sched.workers)
-    timer_stop(&a->timer);
+    weft__timer_stop(&a->timer);
   free(a);
 }
 
@@ -163,7 +163,7 @@ void weft_ticker_stop(weft_ticker *tk)
   tk->stopped = true;
   /* Not removed (it has fired): the tick it dispatched drops the timer's reference. Once
    * the runtime has stopped, nothing fires any more. */
-  bool drop_timer = tk->timer_ref && (!weft__sched.workers || timer_stop(&tk->timer));
+  bool drop_timer = tk->timer_ref && (!weft__sched.workers || weft__timer_stop(&tk->timer));
   if (drop_timer)
     tk->timer_ref = false;
   spin_unlock(&tk->lock);

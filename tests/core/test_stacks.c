@@ -162,7 +162,7 @@ static int mass_main(void *arg)
     weft_sleep(MS(1));
   int64_t t1 = weft_now();
   m->spawn_s = (double)(t1 - t0) / 1e9;
-  m->guarded_at_peak = stack_guarded_count();
+  m->guarded_at_peak = weft__stack_guarded_count();
   m->rss_kib_at_peak = status_kib("VmRSS");
   m->maps_at_peak = map_count();
   weft_wg_done(&m->gate);

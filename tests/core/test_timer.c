@@ -321,19 +321,19 @@ static void test_heap_fires_in_order(void **state)
   struct fire_log *log = calloc(1, sizeof *log);
   assert_true(ts && counts && stopped && log);
   uint64_t rng = test_seed();
-  long base_pending = timer_pending_count();
-  timer_heap_init(&h);
+  long base_pending = weft__timer_pending_count();
+  weft__timer_heap_init(&h);
   cur_log = log;
   for (int i = 0; i < N; i++) {
     ts[i].fn = log_fire;
     ts[i].arg = &counts[i];
-    assert_int_equal(timer_start(&h, &ts[i], (int64_t)(test_rand(&rng) % HORIZON)), 0);
+    assert_int_equal(weft__timer_arm(&h, &ts[i], (int64_t)(test_rand(&rng) % HORIZON)), 0);
   }
-  assert_int_equal(timer_pending_count(), base_pending + N);
+  assert_int_equal(weft__timer_pending_count(), base_pending + N);
   int nstopped = 0;
   for (int i = 0; i < N; i += 3) {
-    assert_true(timer_stop(&ts[i]));
-    assert_false(timer_stop(&ts[i])); /* already idle */
+    assert_true(weft__timer_stop(&ts[i]));
+    assert_false(weft__timer_stop(&ts[i])); /* already idle */
     stopped[i] = true;
     nstopped++;
   }
@@ -341,11 +341,11 @@ static void test_heap_fires_in_order(void **state)
   int total = 0;
   for (int64_t now = -1; now <= HORIZON; now += 97) {
     log->now = now;
-    total += timer_run_expired(&h, now);
+    total += weft__timer_run_expired(&h, now);
     assert_int_equal(atomic_load(&h.next_when), brute_min(ts, counts, stopped, N));
   }
   log->now = INT64_MAX;
-  total += timer_run_expired(&h, INT64_MAX);
+  total += weft__timer_run_expired(&h, INT64_MAX);
   assert_int_equal(total, N - nstopped);
   assert_int_equal(log->n, N - nstopped);
   assert_int_equal(log->fired_twice, 0);
@@ -356,11 +356,11 @@ static void test_heap_fires_in_order(void **state)
   for (int i = 0; i < N; i++) {
     assert_int_equal(counts[i], stopped[i] ? 0 : 1);
     assert_int_equal(atomic_load(&ts[i].state), TIMER_IDLE);
-    assert_false(timer_stop(&ts[i])); /* fired long ago: returns at once */
+    assert_false(weft__timer_stop(&ts[i])); /* fired long ago: returns at once */
   }
   assert_int_equal(atomic_load(&h.next_when), INT64_MAX);
-  assert_int_equal(timer_pending_count(), base_pending);
-  timer_heap_fini(&h);
+  assert_int_equal(weft__timer_pending_count(), base_pending);
+  weft__timer_heap_fini(&h);
   cur_log = NULL;
   free(ts);
   free(counts);
@@ -379,21 +379,21 @@ static void test_stop_before_fire(void **state)
   struct timer_heap h;
   atomic_int fired = 0;
   struct timer t = {.fn = count_fire, .arg = &fired};
-  long base_pending = timer_pending_count();
-  timer_heap_init(&h);
-  assert_false(timer_stop(&t)); /* never started */
-  assert_int_equal(timer_start(&h, &t, 1000), 0);
-  assert_int_equal(timer_run_expired(&h, 999), 0);
-  assert_true(timer_stop(&t));
-  assert_int_equal(timer_run_expired(&h, INT64_MAX), 0);
+  long base_pending = weft__timer_pending_count();
+  weft__timer_heap_init(&h);
+  assert_false(weft__timer_stop(&t)); /* never started */
+  assert_int_equal(weft__timer_arm(&h, &t, 1000), 0);
+  assert_int_equal(weft__timer_run_expired(&h, 999), 0);
+  assert_true(weft__timer_stop(&t));
+  assert_int_equal(weft__timer_run_expired(&h, INT64_MAX), 0);
   assert_int_equal(atomic_load(&fired), 0);
   /* restart after a stop, then let it fire */
-  assert_int_equal(timer_start(&h, &t, 2000), 0);
-  assert_int_equal(timer_run_expired(&h, 2000), 1);
+  assert_int_equal(weft__timer_arm(&h, &t, 2000), 0);
+  assert_int_equal(weft__timer_run_expired(&h, 2000), 1);
   assert_int_equal(atomic_load(&fired), 1);
-  assert_false(timer_stop(&t));
-  assert_int_equal(timer_pending_count(), base_pending);
-  timer_heap_fini(&h);
+  assert_false(weft__timer_stop(&t));
+  assert_int_equal(weft__timer_pending_count(), base_pending);
+  weft__timer_heap_fini(&h);
 }
 
 /* stop() after the callback started returns false, and only once the callback is done. */
@@ -414,7 +414,7 @@ static void slow_callback(struct timer *t)
 static void *run_expired_thread(void *arg)
 {
   struct slow_fire *sf = arg;
-  timer_run_expired(&sf->h, INT64_MAX);
+  weft__timer_run_expired(&sf->h, INT64_MAX);
   return NULL;
 }
 
@@ -424,15 +424,15 @@ static void test_stop_waits_for_running_callback(void **state)
   struct slow_fire sf = {.t = {.fn = slow_callback}};
   pthread_t th;
   sf.t.arg = &sf;
-  timer_heap_init(&sf.h);
-  assert_int_equal(timer_start(&sf.h, &sf.t, 0), 0);
+  weft__timer_heap_init(&sf.h);
+  assert_int_equal(weft__timer_arm(&sf.h, &sf.t, 0), 0);
   assert_int_equal(pthread_create(&th, NULL, run_expired_thread, &sf), 0);
   while (!atomic_load(&sf.entered))
     sched_yield();
-  assert_false(timer_stop(&sf.t));
+  assert_false(weft__timer_stop(&sf.t));
   assert_int_equal(atomic_load(&sf.finished), 1);
   pthread_join(th, NULL);
-  timer_heap_fini(&sf.h);
+  weft__timer_heap_fini(&sf.h);
 }
 
 /* A thread fires due timers in a loop while this one starts and stops a timer with
@@ -454,7 +454,7 @@ static void *race_firer(void *arg)
 {
   struct race *r = arg;
   while (!atomic_load(&r->done)) {
-    timer_run_expired(&r->h, now_ns());
+    weft__timer_run_expired(&r->h, now_ns());
     sched_yield();
   }
   return NULL;
@@ -469,15 +469,15 @@ static void test_stop_races_fire(void **state)
   pthread_t th;
   uint64_t rng = test_seed();
   long stopped_pending = 0, stopped_fired = 0;
-  long base_pending = timer_pending_count();
-  timer_heap_init(&r.h);
+  long base_pending = weft__timer_pending_count();
+  weft__timer_heap_init(&r.h);
   assert_int_equal(pthread_create(&th, NULL, race_firer, &r), 0);
   for (int i = 0; i < iters; i++) {
     int64_t delay = (int64_t)(test_rand(&rng) % 40000) - 10000; /* -10..30 us */
-    assert_int_equal(timer_start(&r.h, &t, now_ns() + delay), 0);
+    assert_int_equal(weft__timer_arm(&r.h, &t, now_ns() + delay), 0);
     for (int spin = (int)(test_rand(&rng) % 2000); spin > 0; spin--)
       __asm__ volatile("" ::: "memory");
-    if (timer_stop(&t))
+    if (weft__timer_stop(&t))
       stopped_pending++;
     else
       stopped_fired++;
@@ -489,10 +489,10 @@ static void test_stop_races_fire(void **state)
   atomic_store(&r.done, true);
   pthread_join(th, NULL);
   assert_int_equal(atomic_load(&r.fired), stopped_fired);
-  assert_int_equal(timer_pending_count(), base_pending);
+  assert_int_equal(weft__timer_pending_count(), base_pending);
   fprintf(stderr, "stop race: %ld stopped while pending, %ld after firing\n", stopped_pending,
           stopped_fired);
-  timer_heap_fini(&r.h);
+  weft__timer_heap_fini(&r.h);
 }
 
 int main(int argc, char **argv)
