@@ -38,16 +38,26 @@ export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig:$work/prefix/lib/x86_64-linux
 # shellcheck disable=SC2046
 if gcc -o "$work/app/app-pc" "$work/app/app.c" $(pkg-config --cflags --libs weft) \
   -Wl,-rpath,"$(pkg-config --variable=libdir weft)" && "$work/app/app-pc"; then
-  echo "1/2 Test #1: install/pkg-config ................   Passed"
+  echo "1/3 Test #1: install/pkg-config ................   Passed"
 else
-  echo "1/2 Test #1: install/pkg-config ................***Failed"
+  echo "1/3 Test #1: install/pkg-config ................***Failed"
   status=1
 fi
 if cmake -S "$work/app" -B "$work/app/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null &&
   cmake --build "$work/app/build" >/dev/null && "$work/app/build/app"; then
-  echo "2/2 Test #2: install/find_package ..............   Passed"
+  echo "2/3 Test #2: install/find_package ..............   Passed"
 else
-  echo "2/2 Test #2: install/find_package ..............***Failed"
+  echo "2/3 Test #2: install/find_package ..............***Failed"
+  status=1
+fi
+# Every global symbol the libraries define carries weft's prefix (no clash with a
+# program's own names when it links the static library).
+stray=$(nm -g --defined-only "$work/prefix/lib"*/libweft.a "$work/prefix/lib"/*/libweft.a 2>/dev/null |
+  awk 'NF == 3 && $2 ~ /[TDBRVW]/ {print $3}' | grep -v '^weft' | sort -u || true)
+if [[ -z "$stray" ]]; then
+  echo "3/3 Test #3: install/symbol_prefix ............   Passed"
+else
+  echo "3/3 Test #3: install/symbol_prefix ............***Failed" "$stray"
   status=1
 fi
 exit $status
