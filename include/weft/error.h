@@ -29,7 +29,8 @@
 
 /* weft_strerror: a short message for a weft error code (negative or positive errno).
  * Unknown codes fall back to strerror's text. Any thread; never blocks. The string is
- * static. */
+ * static for weft's codes; for others it is glibc's strerror text (valid until the
+ * thread's next strerror call). */
 WEFT_API const char *weft_strerror(int err);
 
 /* weft_errname: the symbolic name of an error code ("ECANCELED"), or "UNKNOWN".

@@ -120,7 +120,8 @@ WEFT_API void weft_once_do(weft_once *o, void (*fn)(void *arg), void *arg);
 
 /* ---- weighted semaphore ----
  * weft_sem: x/sync/semaphore. Strictly FIFO: a large request at the head blocks smaller
- * ones behind it (so large requests do not starve). Reference-counted handle. */
+ * ones behind it (so large requests do not starve). An opaque handle: weft_sem_new,
+ * weft_sem_free. */
 typedef struct weft_sem weft_sem;
 /* weft_sem_new: a semaphore of size tokens (size >= 0). NULL if out of memory. */
 WEFT_API weft_sem *weft_sem_new(int64_t size);
