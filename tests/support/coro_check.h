@@ -25,24 +25,33 @@
 
 static atomic_int check_failures;
 
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      atomic_fetch_add(&check_failures, 1);                                    \
-    }                                                                          \
+/* Record a failed check (what, and the two values compared if any). */
+static inline void check_failed(const char *file, int line, const char *what, long long a,
+                                long long b)
+{
+  fprintf(stderr, "%s:%d: check failed: %s (%lld vs %lld)\n", file, line, what, a, b);
+  atomic_fetch_add(&check_failures, 1);
+}
+
+#define CHECK(cond)                                  \
+  do {                                               \
+    if (!(cond))                                     \
+      check_failed(__FILE__, __LINE__, #cond, 0, 0); \
   } while (0)
 
 /* CHECK_EQ(a, b): integers; prints both values when they differ. */
-#define CHECK_EQ(a, b)                                                                      \
-  do {                                                                                      \
-    long long check_a_ = (long long)(a), check_b_ = (long long)(b);                         \
-    if (check_a_ != check_b_) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, \
-              #a, #b, check_a_, check_b_);                                                  \
-      atomic_fetch_add(&check_failures, 1);                                                 \
-    }                                                                                       \
+#define CHECK_EQ(a, b)                                                    \
+  do {                                                                    \
+    long long check_a_ = (long long)(a), check_b_ = (long long)(b);       \
+    if (check_a_ != check_b_)                                             \
+      check_failed(__FILE__, __LINE__, #a " == " #b, check_a_, check_b_); \
   } while (0)
+
+/* The failed checks since the last call (and reset): a scenario's result. */
+static inline int checks_result(void)
+{
+  return atomic_exchange(&check_failures, 0);
+}
 
 /* Start a test: no failed check carried over from an earlier one. */
 static inline void checks_reset(void)

@@ -13,41 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coro_check.h"
 #include "weft_test.h"
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
 /* ---- checks usable in any coroutine ---- */
-
-static atomic_int failures;
-
-static void check_failed(const char *file, int line, const char *what, long long a, long long b)
-{
-  fprintf(stderr, "%s:%d: check failed: %s (%lld vs %lld)\n", file, line, what, a, b);
-  atomic_fetch_add(&failures, 1);
-}
-
-#define CHECK(c)                                  \
-  do {                                            \
-    if (!(c))                                     \
-      check_failed(__FILE__, __LINE__, #c, 0, 0); \
-  } while (0)
-#define CHECK_EQ(a, b)                                        \
-  do {                                                        \
-    long long a_ = (long long)(a), b_ = (long long)(b);       \
-    if (a_ != b_)                                             \
-      check_failed(__FILE__, __LINE__, #a " == " #b, a_, b_); \
-  } while (0)
-
-/* The failures recorded since the last call: a scenario's result. */
-static int checks_result(void)
-{
-  return atomic_exchange(&failures, 0);
-}
 
 /* Yield until *n reaches want. On P=1 a coroutine given the thread runs until it parks,
  * so a coroutine that counted itself just before a blocking call is then parked in it. */

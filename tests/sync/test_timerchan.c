@@ -10,37 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coro_check.h"
 #include "weft_test.h"
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
 
 #define DEADLOCK_MSG "all coroutines are asleep - deadlock!"
 
 /* ---- checks usable in any coroutine ---- */
 
-static atomic_int failures;
-
-static void check_failed(const char *file, int line, const char *what, long long a, long long b)
-{
-  fprintf(stderr, "%s:%d: check failed: %s (%lld vs %lld)\n", file, line, what, a, b);
-  atomic_fetch_add(&failures, 1);
-}
-
-#define CHECK(c)                                  \
-  do {                                            \
-    if (!(c))                                     \
-      check_failed(__FILE__, __LINE__, #c, 0, 0); \
-  } while (0)
-#define CHECK_EQ(a, b)                                        \
-  do {                                                        \
-    long long a_ = (long long)(a), b_ = (long long)(b);       \
-    if (a_ != b_)                                             \
-      check_failed(__FILE__, __LINE__, #a " == " #b, a_, b_); \
-  } while (0)
 /* a >= b, printing both */
 #define CHECK_GE(a, b)                                        \
   do {                                                        \
@@ -48,11 +24,6 @@ static void check_failed(const char *file, int line, const char *what, long long
     if (a_ < b_)                                              \
       check_failed(__FILE__, __LINE__, #a " >= " #b, a_, b_); \
   } while (0)
-
-static int checks_result(void)
-{
-  return atomic_exchange(&failures, 0);
-}
 
 /* Generous upper bound for "roughly on time" on a noisy machine. */
 #define LATE MS(3000)
