@@ -46,36 +46,29 @@ for mode in $modes; do
   rm -f "$log"
 done
 
+# An extra suite run by its own script; it fails when the script fails or ran no test.
+run_suite() { # name title script
+  echo "=== $2" >&2
+  local log rc
+  log=$(mktemp)
+  bash "$3" 2>&1 | tee "$log" >&2
+  rc=${PIPESTATUS[0]}
+  count_ctest "$1" "$log"
+  if ((rc != 0)) || ! grep -qE 'Test +#[0-9]+: .* +Passed' "$log"; then
+    failed=$((failed + 1))
+    failed_names+=("$1: build or run")
+  fi
+  rm -f "$log"
+}
+
 if [[ " $modes " == *" release "* ]]; then
-  echo "=== install: pkg-config and find_package consumers" >&2
-  log=$(mktemp)
-  bash scripts/test-install.sh 2>&1 | tee "$log" >&2
-  count_ctest install "$log"
-  rm -f "$log"
-fi
-
-if [[ " $modes " == *" release "* && "${WEFT_SKIP_AARCH64:-0}" != 1 && -x scripts/test-aarch64.sh ]]; then
-  echo "=== aarch64 (qemu): build and test" >&2
-  log=$(mktemp)
-  bash scripts/test-aarch64.sh 2>&1 | tee "$log" >&2
-  count_ctest aarch64 "$log"
-  if ! grep -qE 'tests passed' "$log"; then
-    failed=$((failed + 1))
-    failed_names+=("aarch64: build or run")
+  run_suite install "install: pkg-config, find_package, symbol prefix" scripts/test-install.sh
+  if [[ "${WEFT_SKIP_AARCH64:-0}" != 1 && -x scripts/test-aarch64.sh ]]; then
+    run_suite aarch64 "aarch64 (qemu): build and test" scripts/test-aarch64.sh
   fi
-  rm -f "$log"
-fi
-
-if [[ " $modes " == *" release "* && "${WEFT_SKIP_PORTABLE:-0}" != 1 && -x scripts/test-portable.sh ]]; then
-  echo "=== portable switch (ucontext): build and test" >&2
-  log=$(mktemp)
-  bash scripts/test-portable.sh 2>&1 | tee "$log" >&2
-  count_ctest portable "$log"
-  if ! grep -qE 'tests passed' "$log"; then
-    failed=$((failed + 1))
-    failed_names+=("portable: build or run")
+  if [[ "${WEFT_SKIP_PORTABLE:-0}" != 1 && -x scripts/test-portable.sh ]]; then
+    run_suite portable "portable switch (ucontext): build and test" scripts/test-portable.sh
   fi
-  rm -f "$log"
 fi
 
 if ((failed > 0)); then

@@ -114,11 +114,6 @@ int weft__stack_module_init(size_t size, int guard)
   return 0;
 }
 
-size_t weft__stack_default_size(void)
-{
-  return default_size;
-}
-
 long weft__stack_guarded_count(void)
 {
   return atomic_load(&guarded_count);

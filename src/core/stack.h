@@ -66,7 +66,6 @@ static inline bool stack_canary_ok(const struct stack *s)
 /* weft__stack_guard_hit: true if addr lies in s's guard page (or canary zone). */
 bool weft__stack_guard_hit(const struct stack *s, const void *addr);
 
-size_t weft__stack_default_size(void);
 long weft__stack_guarded_count(void);
 
 #endif

@@ -38,20 +38,6 @@ static void assert_line_has(const char *text, const char *const *parts)
   fail();
 }
 
-/* Run child `name`, assert it died abnormally, and return its stderr (caller frees). */
-static char *child_died(const char *name)
-{
-  int status = 0;
-  char *out = expect_child_output(name, 30, &status);
-  bool died = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
-  if (!died) {
-    fprintf(stderr, "child %s: status %d, stderr:\n%s\n", name, status, out);
-    free(out);
-    fail_msg("child %s exited normally", name);
-  }
-  return out;
-}
-
 /* ---- (a) main waits on a wait group nobody will finish ---- */
 
 static int main_waits_forever(void *arg)
@@ -73,7 +59,7 @@ static void child_main_waits(void)
 static void test_main_wait_group_deadlock(void **state)
 {
   (void)state;
-  char *out = child_died("main_waits");
+  char *out = expect_child_died("main_waits", 30);
   assert_non_null(strstr(out, DEADLOCK_MSG));
   assert_line_has(out, (const char *const[]){"coroutine 1 \"main\"", "[wait group",
                                              "]: created at ", NULL});
@@ -123,7 +109,7 @@ static void child_many_wait(void)
 static void test_many_wait_groups_deadlock_p4(void **state)
 {
   (void)state;
-  char *out = child_died("many_wait");
+  char *out = expect_child_died("many_wait", 30);
   const char *msg = strstr(out, DEADLOCK_MSG);
   assert_non_null(msg);
   assert_line_has(out, (const char *const[]){"coroutine 1 \"main\"", "[wait group",

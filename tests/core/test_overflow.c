@@ -40,20 +40,6 @@ static void run_guard_mode(int procs, int guard, int (*fn)(void *))
   exit(0);
 }
 
-/* Run child `name`, assert it died abnormally; returns its stderr (caller frees). */
-static char *child_died(const char *name)
-{
-  int status = 0;
-  char *out = expect_child_output(name, 30, &status);
-  bool died = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
-  if (!died) {
-    fprintf(stderr, "child %s: status %d, stderr:\n%s\n", name, status, out);
-    free(out);
-    fail_msg("child %s exited normally", name);
-  }
-  return out;
-}
-
 static void expect_in(const char *out, const char *needle)
 {
   if (!strstr(out, needle)) {
@@ -102,7 +88,7 @@ static void child_guard_overflow(void)
 static void test_guard_page_overflow_names_coroutine(void **state)
 {
   (void)state;
-  char *out = child_died("guard_overflow");
+  char *out = expect_child_died("guard_overflow", 30);
 #if UNDER_ASAN
   /* ASan may see the fault first and report it itself. */
   if (!strstr(out, "overflowed its")) {
@@ -176,7 +162,7 @@ static void child_canary_overflow(void)
 static void test_canary_overflow_reported_at_switch(void **state)
 {
   (void)state;
-  char *out = child_died("canary_overflow");
+  char *out = expect_child_died("canary_overflow", 30);
   expect_in(out, "overflowed its 16384-byte stack");
   expect_in(out, "clobberer");
   expect_in(out, "created at ");

@@ -130,13 +130,24 @@ char *expect_child_output(const char *name, int timeout_s, int *status)
   return buf;
 }
 
-void expect_child(const char *name, const char *needle, int timeout_s)
+char *expect_child_died(const char *name, int timeout_s)
 {
   int status = 0;
   char *out = expect_child_output(name, timeout_s, &status);
   bool died = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
-  if (!died || !strstr(out, needle)) {
+  if (!died) {
     fprintf(stderr, "child %s: status %d, stderr:\n%s\n", name, status, out);
+    free(out);
+    fail_msg("child %s exited normally", name);
+  }
+  return out;
+}
+
+void expect_child(const char *name, const char *needle, int timeout_s)
+{
+  char *out = expect_child_died(name, timeout_s);
+  if (!strstr(out, needle)) {
+    fprintf(stderr, "child %s stderr:\n%s\n", name, out);
     free(out);
     fail_msg("child %s did not fail with \"%s\"", name, needle);
   }

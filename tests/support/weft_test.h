@@ -33,6 +33,9 @@ struct child_scenario {
 int weft_test_main(int argc, char **argv, const struct CMUnitTest *tests, size_t ntests,
                    const struct child_scenario *children, size_t nchildren);
 void expect_child(const char *name, const char *needle, int timeout_s);
+/* expect_child_died: run child `name`, assert it died abnormally (signal or non-zero
+ * exit) within timeout_s, and return its stderr (malloc'd) for further checks. */
+char *expect_child_died(const char *name, int timeout_s);
 /* expect_child_output: like expect_child, returns the child's stderr (malloc'd). */
 char *expect_child_output(const char *name, int timeout_s, int *status);
 
