@@ -1064,6 +1064,68 @@ static void test_plain_thread_with_runtime(void **state)
   }
 }
 
+/* ---- a closed reader: -EPIPE, not SIGPIPE ---- */
+
+static int write_to_closed_pipe(void *arg)
+{
+  int p[2];
+  (void)arg;
+  if (pipe(p) != 0)
+    return -1;
+  close(p[0]);
+  ssize_t n = weft_write(p[1], "x", 1, WEFT_NO_DEADLINE); /* the process must survive */
+  weft_close(p[1]);
+  return n == -EPIPE ? 0 : 1;
+}
+
+static void test_write_to_closed_pipe_is_epipe(void **state)
+{
+  (void)state;
+  run_weft_p1to4(write_to_closed_pipe, NULL);
+}
+
+/* ---- one waiter per direction: a second gets -EBUSY at once ---- */
+
+struct two_readers {
+  int fd;
+  atomic_int parked;
+  int first_rc;
+};
+
+static void first_reader(void *arg)
+{
+  struct two_readers *t = arg;
+  atomic_store(&t->parked, 1);
+  t->first_rc = weft_wait_readable(t->fd, weft_now() + MS(200));
+}
+
+static int second_waiter_busy(void *arg)
+{
+  struct two_readers t = {.parked = 0};
+  int p[2];
+  (void)arg;
+  if (pipe(p) != 0)
+    return -1;
+  t.fd = p[0];
+  weft_go(first_reader, &t);
+  while (!atomic_load(&t.parked))
+    weft_yield();
+  weft_sleep(MS(20)); /* the first reader is parked in the slot by now */
+  int64_t t0 = weft_now();
+  int rc = weft_wait_readable(p[0], weft_now() + MS(200));
+  int64_t waited = weft_now() - t0;
+  weft_sleep(MS(250)); /* let the first reader time out */
+  weft_close(p[0]);
+  weft_close(p[1]);
+  return rc == -EBUSY && waited < MS(100) && t.first_rc == -ETIMEDOUT ? 0 : 1;
+}
+
+static void test_second_waiter_gets_ebusy(void **state)
+{
+  (void)state;
+  assert_int_equal(run_weft(1, second_waiter_busy, NULL), 0);
+}
+
 int main(int argc, char **argv)
 {
   const struct CMUnitTest tests[] = {
@@ -1079,6 +1141,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_connect_refused),
       cmocka_unit_test(test_plain_threads_without_runtime),
       cmocka_unit_test(test_plain_thread_with_runtime),
+      cmocka_unit_test(test_write_to_closed_pipe_is_epipe),
+      cmocka_unit_test(test_second_waiter_gets_ebusy),
   };
   return weft_test_main(argc, argv, tests, sizeof tests / sizeof tests[0], NULL, 0);
 }
