@@ -7,11 +7,14 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config   # toolchain
   clang-format                                   # code format check
   libcmocka-dev                                  # test framework
+  libhttp-parser-dev libssl-dev zlib1g-dev libjansson-dev  # net layer: HTTP, TLS, gzip, JSON
+  openssl                                        # test certificates
+  clang libclang-rt-14-dev                       # libFuzzer targets (scripts/test-fuzz.sh)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
   libcmocka-dev:arm64                            # its test framework (Debian multiarch)
 )
 if [[ "${WEFT_BENCH_DEPS:-0}" == 1 ]]; then
-  PACKAGES+=(golang-go wrk)                      # the Go peers and the HTTP load tool
+  PACKAGES+=(golang-go wrk nginx-light)          # the Go peers, the HTTP load tool, nginx
 fi
 
 missing=()

@@ -30,7 +30,7 @@ fi
 
 if ! cmake -S . -B "$dir" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
   -DCMAKE_BUILD_TYPE=Release -DWEFT_WERROR=ON -DWEFT_BUILD_BENCH=OFF \
-  -DWEFT_BUILD_EXAMPLES=OFF >&2; then
+  -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_NET=OFF >&2; then
   echo "test-aarch64.sh: configure failed" >&2
   exit 1
 fi

@@ -69,6 +69,10 @@ if [[ " $modes " == *" release "* ]]; then
   if [[ "${WEFT_SKIP_PORTABLE:-0}" != 1 && -x scripts/test-portable.sh ]]; then
     run_suite portable "portable switch (ucontext): build and test" scripts/test-portable.sh
   fi
+  if [[ "${WEFT_SKIP_FUZZ:-0}" != 1 && -f scripts/test-fuzz.sh ]]; then
+    run_suite fuzz "fuzz (libFuzzer, fixed runs): HTTP request and response parsing" \
+      scripts/test-fuzz.sh
+  fi
 fi
 
 if ((failed > 0)); then

@@ -10,6 +10,11 @@
 
 #include "common.h"
 
+/* Codes beyond errno's range, returned negated like errno values (-WEFT_EDNS). */
+#define WEFT_EDNS  10001 /* a host name did not resolve, or the resolver failed */
+#define WEFT_ETLS  10002 /* a TLS handshake, record or alert failed */
+#define WEFT_ECERT 10003 /* the peer's certificate failed verification */
+
 /* The codes weft itself returns, with their names and messages. Append-only. */
 #define WEFT_ERRNO_MAP(X)                             \
   X(ECANCELED, "operation canceled")                  \
@@ -25,7 +30,16 @@
   X(EMFILE, "too many open files")                    \
   X(ECONNREFUSED, "connection refused")               \
   X(ECONNRESET, "connection reset by peer")           \
-  X(EINTR, "interrupted")
+  X(EINTR, "interrupted")                             \
+  X(EPROTO, "protocol error")                         \
+  X(EFBIG, "message too large")                       \
+  X(EMSGSIZE, "line or message too long")             \
+  X(EBADMSG, "malformed message")                     \
+  X(EALREADY, "already done")                         \
+  X(ENOENT, "not found")                              \
+  X(WEFT_EDNS, "name resolution failed")              \
+  X(WEFT_ETLS, "TLS failure")                         \
+  X(WEFT_ECERT, "TLS certificate verification failed")
 
 /* weft_strerror: a short message for a weft error code (negative or positive errno).
  * Unknown codes fall back to strerror's text. Any thread; never blocks. The string is

@@ -8,10 +8,14 @@
 #include "weft/ctx.h"
 #include "weft/error.h"
 #include "weft/group.h"
+#include "weft/http.h"
+#include "weft/http_client.h"
 #include "weft/io.h"
+#include "weft/net.h"
 #include "weft/runtime.h"
 #include "weft/signal.h"
 #include "weft/signal_ctx.h"
 #include "weft/sync.h"
+#include "weft/tls.h"
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "core/core.h"
 #include "ctx/ctx_hook.h"
+#include "ctx/ctx_io.h"
 #include "weft/ctx.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
@@ -178,4 +179,28 @@ int weft_signal_wait_ctx(const sigset_t *set, weft_ctx *ctx)
   CTX_CANCELLER(cn, ctx);
   int err = weft_ctx_err(ctx);
   return err ? err : weft__signal_wait(set, WEFT_NO_DEADLINE, cn);
+}
+
+/* ---- for the net layer: a context and a deadline at once (ctx/ctx_io.h) ---- */
+
+int weft__wait_fd_ctx(int fd, int dir, weft_ctx *ctx, int64_t deadline)
+{
+  CTX_CANCELLER(cn, ctx);
+  int err = weft_ctx_err(ctx);
+  return err ? err : weft__wait_fd(fd, dir, deadline, cn);
+}
+
+long weft__read_ctx(int fd, void *buf, size_t len, weft_ctx *ctx, int64_t deadline)
+{
+  CTX_CANCELLER(cn, ctx);
+  int err = weft_ctx_err(ctx);
+  return err ? err : weft__read(fd, buf, len, deadline, cn);
+}
+
+int weft__connect_ctx(int fd, const struct sockaddr *addr, socklen_t addrlen, weft_ctx *ctx,
+                      int64_t deadline)
+{
+  CTX_CANCELLER(cn, ctx);
+  int err = weft_ctx_err(ctx);
+  return err ? err : weft__connect(fd, addr, addrlen, deadline, cn);
 }
