@@ -214,34 +214,11 @@ static void test_load(void **state)
 
 /* ---- HTTPS ---- */
 
-static char tls_dir[64];
-
-static int make_cert(void)
-{
-  snprintf(tls_dir, sizeof tls_dir, "/tmp/weft-http-e2e-XXXXXX");
-  if (!mkdtemp(tls_dir))
-    return -1;
-  char cmd[512];
-  snprintf(cmd, sizeof cmd,
-           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-           "-keyout %s/key.pem -out %s/cert.pem -days 2 -subj /CN=localhost "
-           "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1",
-           tls_dir, tls_dir);
-  return system(cmd) == 0 ? 0 : -1;
-}
-
-static void remove_cert(void)
-{
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
-  CHECK_EQ(system(cmd), 0);
-}
+static struct test_cert tls_cert;
 
 static int https_main(void *arg)
 {
-  char cert[128], key[128];
-  snprintf(cert, sizeof cert, "%s/cert.pem", tls_dir);
-  snprintf(key, sizeof key, "%s/key.pem", tls_dir);
+  const char *cert = tls_cert.cert, *key = tls_cert.key;
   weft_tls_config *tls = weft_tls_config_new(
       &(weft_tls_options){.flags = WEFT_TLS_SERVER, .cert_file = cert, .key_file = key}, NULL);
   CHECK(tls != NULL);
@@ -278,12 +255,14 @@ static int https_main(void *arg)
 
 static void test_https(void **state)
 {
-  if (make_cert() != 0)
+  if (test_cert_make(&tls_cert) != 0) {
+    test_cert_remove(&tls_cert);
     skip();
+  }
   checks_reset();
   run_weft(2, https_main, NULL);
   run_weft(1, https_main, NULL);
-  remove_cert();
+  test_cert_remove(&tls_cert);
   ASSERT_NO_CHECK_FAILED();
 }
 

@@ -153,3 +153,26 @@ void expect_child(const char *name, const char *needle, int timeout_s)
   }
   free(out);
 }
+
+int test_cert_make(struct test_cert *tc)
+{
+  snprintf(tc->dir, sizeof tc->dir, "/tmp/weft-test-cert-XXXXXX");
+  if (!mkdtemp(tc->dir))
+    return -1;
+  snprintf(tc->cert, sizeof tc->cert, "%s/cert.pem", tc->dir);
+  snprintf(tc->key, sizeof tc->key, "%s/key.pem", tc->dir);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd,
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout %s -out %s -days 2 -subj /CN=localhost "
+           "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1",
+           tc->key, tc->cert);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+void test_cert_remove(struct test_cert *tc)
+{
+  unlink(tc->cert);
+  unlink(tc->key);
+  rmdir(tc->dir);
+}

@@ -55,4 +55,16 @@ static inline uint64_t test_rand(uint64_t *s)
 
 #define MS(n) ((int64_t)(n)*1000000)
 
+/* A self-signed certificate for the HTTPS tests: a P-256 key and certificate for
+ * localhost and 127.0.0.1, made with the openssl command line in a fresh temporary
+ * directory. Fills cert and key (paths in tc); returns 0 or -1. */
+struct test_cert {
+  char dir[64];
+  char cert[128];
+  char key[128];
+};
+int test_cert_make(struct test_cert *tc);
+/* test_cert_remove: delete the files and the directory. */
+void test_cert_remove(struct test_cert *tc);
+
 #endif
