@@ -19,9 +19,11 @@
 
 /* ---- validation ---- */
 
+/* RFC 9110 tchar: visible ASCII except DQUOTE and the delimiters "(),/:;<=>?@[\]{}. */
 static bool is_token_char(unsigned char c)
 {
-  return c > 32 && c < 127 && !strchr("\"(),/:;<=>?@[\\]{}", c);
+  static const char delimiters[] = "\"(),/:;<=>?@[\\]{}";
+  return c > 32 && c < 127 && !memchr(delimiters, c, sizeof delimiters - 1);
 }
 
 static bool valid_name(const char *s)
@@ -193,62 +195,83 @@ struct head {
   bool failed;
 };
 
-static void head_add(struct head *h, const char *fmt, ...)
+static void head_put(struct head *h, const char *data, size_t n)
 {
-  va_list ap;
-  for (;;) {
-    va_start(ap, fmt);
-    int n = vsnprintf(h->s + h->len, h->cap - h->len, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
+  if (h->failed)
+    return;
+  if (h->cap - h->len < n) {
+    size_t cap = (h->cap + n) * 2;
+    char *grown = weft__arena_alloc(h->arena, cap);
+    if (!grown) {
       h->failed = true;
       return;
     }
-    if ((size_t)n < h->cap - h->len) {
-      h->len += (size_t)n;
-      return;
-    }
-    size_t cap = (h->cap + (size_t)n) * 2;
-    char *s = weft__arena_alloc(h->arena, cap);
-    if (!s) {
-      h->failed = true;
-      return;
-    }
-    memcpy(s, h->s, h->len);
-    h->s = s;
+    memcpy(grown, h->s, h->len);
+    h->s = grown;
     h->cap = cap;
   }
+  memcpy(h->s + h->len, data, n);
+  h->len += n;
+}
+
+static void head_str(struct head *h, const char *s)
+{
+  head_put(h, s, strlen(s));
+}
+
+static void head_num(struct head *h, unsigned long long v)
+{
+  char digits[24], *p = digits + sizeof digits;
+  do {
+    *--p = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  head_put(h, p, (size_t)(digits + sizeof digits - p));
+}
+
+static void head_field(struct head *h, const char *name, const char *value)
+{
+  head_str(h, name);
+  head_put(h, ": ", 2);
+  head_str(h, value);
+  head_put(h, "\r\n", 2);
 }
 
 /* Build the head into h; final: the handler has returned with w->len body bytes. */
 static void build_head(weft_http_response *w, struct head *h, bool final)
 {
-  head_add(h, "HTTP/1.1 %d %s\r\n", w->status, weft_http_status_text(w->status));
+  head_put(h, "HTTP/1.1 ", 9);
+  head_num(h, (unsigned)w->status);
+  head_put(h, " ", 1);
+  head_str(h, weft_http_status_text(w->status));
+  head_put(h, "\r\n", 2);
   for (size_t i = 0; i < w->nheaders; i++) {
     /* Connection is the server's, as below: a handler's "close" set close_after */
     if (!w->headers[i].deleted && strcasecmp(w->headers[i].name, "Connection"))
-      head_add(h, "%s: %s\r\n", w->headers[i].name, w->headers[i].value);
+      head_field(h, w->headers[i].name, w->headers[i].value);
   }
   if (!find_header(w, "Date"))
-    head_add(h, "Date: %s\r\n", http_date());
+    head_field(h, "Date", http_date());
   bool has_body = !w->no_body && (w->body_written > 0 || w->content_length > 0);
   if (has_body && !find_header(w, "Content-Type"))
-    head_add(h, "Content-Type: text/plain; charset=utf-8\r\n");
+    head_field(h, "Content-Type", "text/plain; charset=utf-8");
   if (w->content_length < 0 && !w->no_body) {
     if (final) {
-      head_add(h, "Content-Length: %lld\r\n", (long long)w->body_written);
+      head_put(h, "Content-Length: ", 16);
+      head_num(h, (unsigned long long)w->body_written);
+      head_put(h, "\r\n", 2);
     } else if (w->hc->http10) {
       w->close_after = true; /* HTTP/1.0 has no chunks: the body ends with the connection */
     } else {
       w->chunked = true;
-      head_add(h, "Transfer-Encoding: chunked\r\n");
+      head_field(h, "Transfer-Encoding", "chunked");
     }
   }
   if (closing(w))
-    head_add(h, "Connection: close\r\n");
+    head_field(h, "Connection", "close");
   else if (w->hc->http10)
-    head_add(h, "Connection: keep-alive\r\n");
-  head_add(h, "\r\n");
+    head_field(h, "Connection", "keep-alive");
+  head_put(h, "\r\n", 2);
 }
 
 static int64_t write_deadline(const weft_http_response *w)
