@@ -31,6 +31,7 @@
 
 enum { READ_BUFFER = 4096, WRITE_BUFFER = 4096, DRAIN_MAX = 256 * 1024 };
 #define SECOND 1000000000ll
+#define LINGER (SECOND / 2) /* reading after an error response, before closing */
 
 static void fill_defaults(weft_http_server_config *c)
 {
@@ -226,6 +227,23 @@ static bool tls_handshake(struct http_conn *hc)
   return weft_tls_server(&hc->conn, hc->srv->cfg.tls, NULL, deadline) == 0;
 }
 
+/* After an error response, stop sending and discard what the client still sends for a
+ * moment (at most DRAIN_MAX bytes, LINGER) before closing. Closing with unread bytes
+ * makes the kernel answer with a reset, which may destroy the response in the client's
+ * buffers before it reads it (Go's closeWriteAndWait does the same). */
+static void linger_close(struct http_conn *hc)
+{
+  char sink[4096];
+  shutdown(weft_conn_fd(hc->conn), SHUT_WR);
+  int64_t deadline = weft_now() + LINGER;
+  for (size_t total = 0; total < DRAIN_MAX;) {
+    ssize_t n = weft_conn_read(hc->conn, sink, sizeof sink, NULL, deadline);
+    if (n <= 0)
+      break;
+    total += (size_t)n;
+  }
+}
+
 static void conn_main(void *arg)
 {
   struct http_conn *hc = arg;
@@ -241,6 +259,7 @@ static void conn_main(void *arg)
       if (status > 0) {
         int64_t t = s->cfg.write_timeout;
         weft__http_send_error(hc->conn, status, t < 0 ? WEFT_NO_DEADLINE : weft_now() + t);
+        linger_close(hc);
       }
       break;
     }
