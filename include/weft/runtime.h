@@ -107,6 +107,34 @@ WEFT_API int weft_procs(void);
 /* weft_coroutine_count: coroutines alive now (spawned and not yet returned). */
 WEFT_API long weft_coroutine_count(void);
 
+/* ---- statistics ---- */
+
+#define WEFT_STATS_MAX_PROCS 64
+
+/* A snapshot of the runtime's counters; cumulative ones count from weft_main's start. */
+typedef struct weft_runtime_stats {
+  long coroutines;            /* alive: spawned and not yet returned */
+  long runnable;              /* waiting in run queues */
+  int procs;                  /* scheduler threads (P) */
+  int blocking_threads;       /* threads of the blocking pool */
+  int blocking_busy;          /* of them, running a call */
+  long blocking_queued;       /* calls waiting for a pool thread */
+  unsigned long switches;     /* switches into a coroutine (cumulative) */
+  unsigned long steals;       /* coroutines taken from another thread's queue (cumulative) */
+  unsigned long poller_waits; /* epoll waits (cumulative) */
+  long timers;                /* pending timers (sleeps, deadlines, tickers) */
+  long io_waiters;            /* coroutines parked on a file descriptor */
+  long stack_bytes;           /* stack memory mapped (guarded stacks and arenas) */
+  int64_t uptime_ns;          /* since weft_main started */
+  /* Per scheduler thread (the first min(procs, WEFT_STATS_MAX_PROCS)): time spent idle,
+   * waiting for work, cumulative. Utilisation over an interval is 1 - d(idle) / d(t). */
+  int64_t proc_idle_ns[WEFT_STATS_MAX_PROCS];
+} weft_runtime_stats;
+
+/* weft_runtime_stats: fill *out. Returns 0, or -EPERM when the runtime is not running.
+ * Any thread; never parks; costs a pass over the workers and the blocking pool's lock. */
+WEFT_API int weft_runtime_stats_read(weft_runtime_stats *out);
+
 /* weft_dump: write one line per live coroutine that has started (id, name, state, wait reason,
  * time waiting, creation site) to out. Any thread; takes the registry locks, never parks.
  * Returns the number of coroutines written. */

@@ -279,3 +279,15 @@ int weft__blocking(long (*fn)(void *arg), void *arg, long *result,
   }
   return err;
 }
+
+void weft__blocking_stats(int *threads, int *busy, long *queued)
+{
+  pthread_mutex_lock(&pool.lock);
+  long n = 0;
+  for (struct job *j = pool.head; j; j = j->next)
+    n++;
+  *threads = pool.threads;
+  *busy = pool.threads - pool.idle;
+  *queued = n;
+  pthread_mutex_unlock(&pool.lock);
+}

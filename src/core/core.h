@@ -134,6 +134,11 @@ int weft__timer_start(struct timer *t, int64_t when);
 
 /* The wake-source counters that deadlock detection reads; see sched.c. */
 void weft__io_waiters_add(int delta);
+
+/* Statistics for weft_runtime_stats (stats.c): any thread, never park. */
+long weft__stack_mapped_bytes(void);
+void weft__blocking_stats(int *threads, int *busy, long *queued);
+unsigned long weft__poller_waits(void);
 void weft__blocking_add(int delta);
 void weft__signal_waiters_add(int delta);
 

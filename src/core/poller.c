@@ -465,8 +465,20 @@ static int epoll_wait_until(struct epoll_event *events, int64_t deadline)
   return epoll_wait(epfd, events, MAX_EVENTS, !tsp ? -1 : ms > INT32_MAX ? INT32_MAX : (int)ms);
 }
 
+/* Times the poller has waited in epoll (weft_runtime_stats); the poller is one thread
+ * at a time, so a relaxed load and store suffice. */
+static atomic_ulong poller_waits;
+
+unsigned long weft__poller_waits(void)
+{
+  return atomic_load_explicit(&poller_waits, memory_order_relaxed);
+}
+
 int weft__poller_poll(int64_t deadline)
 {
+  atomic_store_explicit(&poller_waits,
+                        atomic_load_explicit(&poller_waits, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
   struct epoll_event events[MAX_EVENTS];
   int n = epoll_wait_until(events, deadline);
   int readied = 0;

@@ -269,6 +269,7 @@ int weft_main_with(const weft_config *cfg, int (*fn)(void *arg), void *arg)
     return err;
   }
   struct worker *w0 = &s->workers[0];
+  s->start_ns = weft_now();
   weft__set_this_worker(w0);
   weft__overflow_handler_install(w0);
   err = weft_go_at(main_entry, &call, &(weft_go_options){.name = "main"}, __FILE__, __LINE__,

@@ -548,6 +548,14 @@ static uint64_t xorshift(uint64_t *s)
  * channel ping-pong split across two threads costs a wake-up per message. */
 #define RUNNEXT_STEAL_DELAY_SPINS 1000
 
+/* Add one to an owner-only statistics counter: a relaxed load and store, no
+ * read-modify-write, so the hot path never bounces a cache line between CPUs. */
+static inline void counter_inc(atomic_ulong *c)
+{
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
 /* Whether another worker has a coroutine in its runnext slot. */
 static bool any_runnext(const struct worker *w)
 {
@@ -580,8 +588,10 @@ static struct coro *steal_work(struct worker *w)
       if (v == w)
         continue;
       struct coro *c = runq_steal(w, v, take_runnext);
-      if (c)
+      if (c) {
+        counter_inc(&w->steals);
         return c;
+      }
     }
     if (run_all_timers(now_ns()) > 0)
       return pick_local(w, false);
@@ -661,12 +671,17 @@ static void idle_sleep(struct worker *w)
   spin_unlock(&weft__sched.lock);
 
   if (!any_work_visible()) {
+    int64_t idle_from = now_ns();
     if (w->is_poller) {
       poll_until_timer(w);
     } else {
       while (atomic_load_explicit(&w->futex_word, memory_order_acquire) == 0)
         futex_wait(&w->futex_word, 0);
     }
+    atomic_store_explicit(&w->idle_ns,
+                          atomic_load_explicit(&w->idle_ns, memory_order_relaxed) +
+                              (now_ns() - idle_from),
+                          memory_order_relaxed);
   }
   atomic_store_explicit(&w->futex_word, 0, memory_order_relaxed);
 
@@ -749,6 +764,8 @@ static void switch_to(struct worker *w, struct coro *from, struct coro *to,
 #if WEFT_TSAN
   __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
+  if (to != &w->g0)
+    counter_inc(&w->switches);
   weft__ctx_switch(&from->ctx, &to->ctx);
   weft__after_switch(from);
 }

@@ -55,6 +55,9 @@ struct worker {
    * no read-modify-write), summed by weft__live_coroutines(), so spawn and exit never
    * bounce a shared counter between CPUs. */
   atomic_long spawned, exited;
+  /* Statistics (weft_runtime_stats): written by the owner only, as spawned/exited. */
+  atomic_ulong switches, steals;
+  _Atomic int64_t idle_ns;  /* time spent waiting for work (futex or poller) */
   uint64_t id_next, id_end; /* this worker's batch of coroutine ids; owner only */
   int64_t last_poll;        /* last non-blocking netpoll; owner only */
   int64_t clock; /* monotonic ns at the last periodic check: the "waiting since" stamp
@@ -85,6 +88,7 @@ struct scheduler {
   int nworkers;
   struct worker *workers;
   atomic_bool stopping; /* main returned */
+  int64_t start_ns;     /* when the runtime started (weft_runtime_stats) */
 
   _Alignas(64) spinlock lock; /* guards the global queue and the idle list */
   struct coro *gq_head, *gq_tail;

@@ -37,6 +37,14 @@ struct arena {
   char *base, *cur, *end;
 };
 
+/* Bytes of stack memory mapped (guarded stacks and arenas), for weft_runtime_stats. */
+static atomic_long mapped_bytes;
+
+long weft__stack_mapped_bytes(void)
+{
+  return atomic_load_explicit(&mapped_bytes, memory_order_relaxed);
+}
+
 static size_t page_size;
 static size_t default_size;
 static int guard_enabled;
@@ -76,6 +84,7 @@ static void flush_pools_locked(void)
     struct stack *s = pool_guarded;
     pool_guarded = s->next;
     munmap((char *)s->lo - page_size, s->slot + page_size);
+    atomic_fetch_sub_explicit(&mapped_bytes, (long)(s->slot + page_size), memory_order_relaxed);
     atomic_fetch_sub(&guarded_count, 1);
   }
   pool_guarded_count = 0;
@@ -152,12 +161,14 @@ static struct stack *alloc_guarded(size_t usable)
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (p == MAP_FAILED)
     goto err_unreserve;
+  atomic_fetch_add_explicit(&mapped_bytes, (long)(usable + page_size), memory_order_relaxed);
   if (mprotect(p, page_size, PROT_NONE) != 0)
     goto err_unmap;
   return stack_header(p + page_size, p + page_size + usable, usable, true);
 
 err_unmap:
   munmap(p, usable + page_size);
+  atomic_fetch_sub_explicit(&mapped_bytes, (long)(usable + page_size), memory_order_relaxed);
 err_unreserve:
   atomic_fetch_sub(&guarded_count, 1);
   return NULL;
@@ -176,6 +187,7 @@ static struct stack *alloc_arena_locked(size_t usable)
       free(a);
       return NULL;
     }
+    atomic_fetch_add_explicit(&mapped_bytes, (long)bytes, memory_order_relaxed);
     a->base = p;
     a->cur = p + page_size; /* the prefix page holds the first slot's canary */
     a->end = p + bytes;
@@ -266,6 +278,7 @@ struct stack *weft__stack_alloc(struct stack_cache *cache, size_t size)
 static void release_guarded(struct stack *s)
 {
   munmap((char *)s->lo - page_size, s->slot + page_size);
+  atomic_fetch_sub_explicit(&mapped_bytes, (long)(s->slot + page_size), memory_order_relaxed);
   atomic_fetch_sub(&guarded_count, 1);
 }
 
