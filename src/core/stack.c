@@ -83,8 +83,9 @@ static void flush_pools_locked(void)
   while (pool_guarded) {
     struct stack *s = pool_guarded;
     pool_guarded = s->next;
-    munmap((char *)s->lo - page_size, s->slot + page_size);
-    atomic_fetch_sub_explicit(&mapped_bytes, (long)(s->slot + page_size), memory_order_relaxed);
+    size_t bytes = s->slot + page_size; /* s lives in the mapping: read it first */
+    munmap((char *)s->lo - page_size, bytes);
+    atomic_fetch_sub_explicit(&mapped_bytes, (long)bytes, memory_order_relaxed);
     atomic_fetch_sub(&guarded_count, 1);
   }
   pool_guarded_count = 0;
@@ -277,8 +278,9 @@ struct stack *weft__stack_alloc(struct stack_cache *cache, size_t size)
 
 static void release_guarded(struct stack *s)
 {
-  munmap((char *)s->lo - page_size, s->slot + page_size);
-  atomic_fetch_sub_explicit(&mapped_bytes, (long)(s->slot + page_size), memory_order_relaxed);
+  size_t bytes = s->slot + page_size; /* s lives in the mapping: read it first */
+  munmap((char *)s->lo - page_size, bytes);
+  atomic_fetch_sub_explicit(&mapped_bytes, (long)bytes, memory_order_relaxed);
   atomic_fetch_sub(&guarded_count, 1);
 }
 
