@@ -47,6 +47,8 @@ struct coro {
   struct registry *reg;             /* registry holding it; immutable after spawn */
   uint64_t id;                      /* unique, immutable */
   atomic_int state;                 /* enum coro_state; changed by the scheduler only */
+  atomic_int dump_pin;              /* 1 while a dump unwinds its saved stack: a scheduler
+                                       about to run it waits (see dump.c) */
   const char *_Atomic wait_reason;  /* why it is parked; written before park, read by dumps
                                        on any thread (relaxed: the strings are static) */
   _Atomic int64_t wait_since;       /* monotonic ns when it parked (the worker's clock);
@@ -56,6 +58,8 @@ struct coro {
   const char *file;                 /* creation site, static strings */
   const char *func;
   int line;
+  void *creator_pc; /* return address in the function that called
+                       weft_go_at, for "created by" in dumps; immutable */
   char name[CORO_NAME_MAX];
   struct timer sleep_timer; /* for weft_sleep; owned by the coroutine */
   void *asan_fake_stack;    /* AddressSanitizer fake-stack handle while switched out */
@@ -102,6 +106,10 @@ struct weft__canceller {
 /* fd calls with a canceller (poller.c); dir 0 = readable, 1 = writable. */
 struct sockaddr;
 int weft__wait_fd(int fd, int dir, int64_t deadline, struct weft__canceller *cn);
+/* weft__wait_fd_edge: wait for the next readiness edge, or return at once if one came
+ * since the last wait (the mark may be stale: the caller tries its I/O and, on EAGAIN,
+ * waits again). Saves weft__wait_fd's poll(2) where the caller knows the fd was drained. */
+int weft__wait_fd_edge(int fd, int dir, int64_t deadline, struct weft__canceller *cn);
 long weft__read(int fd, void *buf, size_t len, int64_t deadline, struct weft__canceller *cn);
 long weft__write(int fd, const void *buf, size_t len, int64_t deadline,
                  struct weft__canceller *cn);
@@ -167,6 +175,10 @@ void weft__blocking_fini(void);
 /* Dumps. */
 void weft__dump_coro(FILE *out, const struct coro *c, int64_t now);
 long weft__dump_all(FILE *out);
+/* The SIGQUIT dump thread (dump.c): started with the runtime unless WEFT_SIGQUIT=0,
+ * stopped before teardown. */
+void weft__sigquit_start(void);
+void weft__sigquit_stop(void);
 void weft__die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* Runtime settings in force. */

@@ -489,8 +489,6 @@ int weft__poller_poll(int64_t deadline)
 
 /* ---- I/O calls ---- */
 
-/* Run op until it does not report EAGAIN, waiting for readiness in dir between tries.
- * Returns op's result, or a negative errno. */
 /* Run call until it does not report EAGAIN, waiting for readiness in dir between tries.
  * Returns call's result, or a negative errno. */
 #define IO_LOOP(fd, dir, deadline, cn, call)         \
@@ -520,6 +518,12 @@ static int ensure_registered(int fd)
 int weft__wait_fd(int fd, int dir, int64_t deadline, struct weft__canceller *cn)
 {
   return wait_ready(fd, dir, deadline, cn);
+}
+
+int weft__wait_fd_edge(int fd, int dir, int64_t deadline, struct weft__canceller *cn)
+{
+  int err = ensure_registered(fd);
+  return err ? err : fd_wait(fd, dir, deadline, cn);
 }
 
 ssize_t weft__read(int fd, void *buf, size_t len, int64_t deadline, struct weft__canceller *cn)

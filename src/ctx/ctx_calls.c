@@ -190,6 +190,13 @@ int weft__wait_fd_ctx(int fd, int dir, weft_ctx *ctx, int64_t deadline)
   return err ? err : weft__wait_fd(fd, dir, deadline, cn);
 }
 
+int weft__wait_fd_edge_ctx(int fd, int dir, weft_ctx *ctx, int64_t deadline)
+{
+  CTX_CANCELLER(cn, ctx);
+  int err = weft_ctx_err(ctx);
+  return err ? err : weft__wait_fd_edge(fd, dir, deadline, cn);
+}
+
 long weft__read_ctx(int fd, void *buf, size_t len, weft_ctx *ctx, int64_t deadline)
 {
   CTX_CANCELLER(cn, ctx);

@@ -10,6 +10,8 @@
 #include "weft/ctx.h"
 
 int weft__wait_fd_ctx(int fd, int dir, weft_ctx *ctx, int64_t deadline);
+/* weft__wait_fd_edge with a context: see core/core.h (may return for a stale edge). */
+int weft__wait_fd_edge_ctx(int fd, int dir, weft_ctx *ctx, int64_t deadline);
 long weft__read_ctx(int fd, void *buf, size_t len, weft_ctx *ctx, int64_t deadline);
 int weft__connect_ctx(int fd, const struct sockaddr *addr, socklen_t addrlen, weft_ctx *ctx,
                       int64_t deadline);

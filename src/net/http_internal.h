@@ -152,6 +152,7 @@ struct http_conn {
   int64_t header_deadline;       /* the current request's head must be in by then */
   int requests;                  /* served on this connection */
   bool http10;                   /* the current request is HTTP/1.0 */
+  bool drained;                  /* the last read of rbuf came back short: socket empty */
   enum http_conn_state state;    /* guarded by srv->lock */
   struct http_conn *next, *prev; /* guarded by srv->lock */
 };

@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ctx/ctx_io.h"
 #include "net/http_internal.h"
 #include "weft/error.h"
 #include "weft/io.h"
@@ -158,6 +159,7 @@ int weft__http_conn_parse_step(struct http_conn *hc, weft_http_request *r, int64
     if (n <= 0)
       return n == 0 ? -EPIPE : (int)n;
     hc->rend = (size_t)n;
+    hc->drained = hc->rend < hc->rsize;
   }
 }
 
@@ -172,10 +174,19 @@ static bool await_request(struct http_conn *hc)
   if (!set_state(hc, hc->requests ? CONN_IDLE : CONN_NEW))
     return false;
   hc->rstart = hc->rend = 0;
+  /* A kept-alive client rarely has its next request on the wire the moment a response
+   * left; when the last read came back short, the socket was drained: wait for the next edge
+   * instead of a read that fails with EAGAIN, one system call less per request (the poller
+   * remembers an edge that came meanwhile; a stale one costs that read after all). Not for TLS,
+   * whose library may hold decrypted bytes the socket no longer shows. */
+  if (hc->requests && hc->drained && !weft_conn_is_tls(hc->conn) &&
+      weft__wait_fd_edge_ctx(weft_conn_fd(hc->conn), 0, NULL, deadline) != 0)
+    return false;
   ssize_t n = weft_conn_read(hc->conn, hc->rbuf, hc->rsize, NULL, deadline);
   if (n <= 0)
     return false;
   hc->rend = (size_t)n;
+  hc->drained = hc->rend < hc->rsize;
   return true;
 }
 
