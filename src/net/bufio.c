@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "net/format.h"
 #include "weft/net.h"
 
 struct weft_reader {
@@ -204,20 +205,13 @@ ssize_t weft_writer_write(weft_writer *w, const void *data, size_t len, weft_ctx
 ssize_t weft_writer_printf(weft_writer *w, weft_ctx *ctx, int64_t deadline, const char *fmt,
                            ...)
 {
-  char small[512], *s = small;
+  char small[512], *s;
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(small, sizeof small, fmt, ap);
+  long n = weft__vformat(small, sizeof small, &s, fmt, ap);
   va_end(ap);
   if (n < 0)
-    return -EINVAL;
-  if ((size_t)n >= sizeof small) {
-    if (!(s = malloc((size_t)n + 1)))
-      return -ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-  }
+    return n;
   ssize_t rc = weft_writer_write(w, s, (size_t)n, ctx, deadline);
   if (s != small)
     free(s);

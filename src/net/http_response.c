@@ -14,6 +14,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "net/format.h"
 #include "net/http_internal.h"
 #include "weft/runtime.h"
 
@@ -349,20 +350,13 @@ ssize_t weft_http_response_write(weft_http_response *w, const void *data, size_t
 
 ssize_t weft_http_response_printf(weft_http_response *w, const char *fmt, ...)
 {
-  char small[512], *s = small;
+  char small[512], *s;
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(small, sizeof small, fmt, ap);
+  long n = weft__vformat(small, sizeof small, &s, fmt, ap);
   va_end(ap);
   if (n < 0)
-    return -EINVAL;
-  if ((size_t)n >= sizeof small) {
-    if (!(s = malloc((size_t)n + 1)))
-      return -ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-  }
+    return n;
   ssize_t rc = weft_http_response_write(w, s, (size_t)n);
   if (s != small)
     free(s);
