@@ -45,6 +45,12 @@ WEFT_API weft_ctx *weft_ctx_with_timeout(weft_ctx *parent, int64_t ns);
  * address). Done exactly when parent is. Returns NULL when out of memory. */
 WEFT_API weft_ctx *weft_ctx_with_value(weft_ctx *parent, const void *key, void *value);
 
+/* weft_ctx_with_value_free: weft_ctx_with_value that owns value: free_value(value) runs
+ * (on the thread that drops the last reference) when the context is freed. Returns NULL
+ * when out of memory; free_value is then not called and value is still the caller's. */
+WEFT_API weft_ctx *weft_ctx_with_value_free(weft_ctx *parent, const void *key, void *value,
+                                            void (*free_value)(void *value));
+
 /* weft_ctx_without_cancel: keeps parent's values but is never done and has no deadline. */
 WEFT_API weft_ctx *weft_ctx_without_cancel(weft_ctx *parent);
 

@@ -64,7 +64,9 @@ WEFT_API int64_t weft_http_request_content_length(const weft_http_request *r);
 /* The peer's address ("127.0.0.1:50312", "[::1]:50312" or "@" for Unix sockets). */
 WEFT_API const char *weft_http_request_remote_addr(const weft_http_request *r);
 /* A context done when the server shuts down forcibly or the connection fails; the
- * request's values (weft_ctx_value) come from the server's base context. Borrowed. */
+ * request's values (weft_ctx_value) come from the server's base context. It carries the
+ * request's server span (weft/trace.h): a child of the span in a valid traceparent
+ * header, else the root of a new trace. Borrowed. */
 WEFT_API weft_ctx *weft_http_request_ctx(const weft_http_request *r);
 /* Path values set by the router for {name} segments (NULL when none), and setting one. */
 WEFT_API const char *weft_http_request_path_value(const weft_http_request *r, const char *name);

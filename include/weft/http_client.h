@@ -69,7 +69,8 @@ WEFT_API void weft_http_client_free(weft_http_client *cl);
  *
  * The client sends Host, User-Agent, Accept-Encoding: gzip, deflate (unless
  * WEFT_HTTP_CLIENT_NO_COMPRESSION), Content-Length (for a body, and 0 for an empty POST,
- * PUT or PATCH) and Connection: keep-alive. A header given here with one of these names
+ * PUT or PATCH), Connection: keep-alive, and traceparent for a new child span when the
+ * context carries a trace (weft/trace.h). A header given here with one of these names
  * replaces the client's, except Content-Length and Transfer-Encoding, which are refused
  * (-EINVAL); giving Accept-Encoding also turns decoding off (the body is returned as
  * sent); giving Connection: close keeps the connection out of the pool. Header names

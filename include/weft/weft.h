@@ -11,11 +11,13 @@
 #include "weft/http.h"
 #include "weft/http_client.h"
 #include "weft/io.h"
+#include "weft/log.h"
 #include "weft/net.h"
 #include "weft/runtime.h"
 #include "weft/signal.h"
 #include "weft/signal_ctx.h"
 #include "weft/sync.h"
 #include "weft/tls.h"
+#include "weft/trace.h"
 
 #endif

@@ -47,7 +47,8 @@ struct weft_ctx {
   struct weft_ctx *canceller; /* nearest cancel node at or above, or NULL; immutable */
   const void *key;            /* value nodes; immutable */
   void *value;
-  int64_t deadline; /* immutable after creation */
+  void (*free_value)(void *value); /* value nodes: run when freed, or NULL; immutable */
+  int64_t deadline;                /* immutable after creation */
 
   /* Cancel nodes only. */
   spinlock lock;
@@ -325,6 +326,15 @@ weft_ctx *weft_ctx_with_value(weft_ctx *parent, const void *key, void *value)
   return c;
 }
 
+weft_ctx *weft_ctx_with_value_free(weft_ctx *parent, const void *key, void *value,
+                                   void (*free_value)(void *value))
+{
+  struct weft_ctx *c = weft_ctx_with_value(parent, key, value);
+  if (c)
+    c->free_value = free_value;
+  return c;
+}
+
 weft_ctx *weft_ctx_without_cancel(weft_ctx *parent)
 {
   struct weft_ctx *c = new_ctx(parent, CTX_WITHOUT);
@@ -357,6 +367,8 @@ void weft_ctx_release(weft_ctx *c)
         weft__timer_stop(&c->timer); /* waits for a firing callback */
       weft_chan_release(c->done);
     }
+    if (c->kind == CTX_VALUE && c->free_value)
+      c->free_value(c->value);
     struct weft_ctx *parent = c->parent;
     free(c);
     c = parent;

@@ -30,6 +30,7 @@
 #include "weft/error.h"
 #include "weft/http_client.h"
 #include "weft/runtime.h"
+#include "weft/trace.h"
 
 #define DEFAULT_MAX_CONNS    64
 #define DEFAULT_MAX_IDLE     8
@@ -257,7 +258,7 @@ static bool asks_compression(const weft_http_client *cl, const char *const *head
 
 /* The request line and headers of hop into sb. */
 static void build_head(const weft_http_client *cl, const struct hop *hop,
-                       const char *const *headers, struct strbuf *sb)
+                       const char *const *headers, const char *traceparent, struct strbuf *sb)
 {
   char auth[KEY_MAX];
   sb_printf(sb, "%s %s HTTP/1.1\r\n", hop->method, hop->url.target);
@@ -272,6 +273,8 @@ static void build_head(const weft_http_client *cl, const struct hop *hop,
     sb_printf(sb, "Content-Length: %zu\r\n", hop->body_len);
   if (!user_header(headers, "Connection"))
     sb_printf(sb, "Connection: keep-alive\r\n");
+  if (traceparent)
+    sb_printf(sb, "traceparent: %s\r\n", traceparent);
   for (const char *const *h = headers; h && *h; h += 2)
     if (!(hop->drop_auth && is_credential(h[0])))
       sb_printf(sb, "%s: %s\r\n", h[0], h[1]);
@@ -286,7 +289,8 @@ struct call {
   weft_ctx *ctx;
   int64_t deadline;
   const char *const *headers;
-  char *buf; /* READ_BUFFER bytes for reads */
+  const char *traceparent; /* for a child span of ctx's trace, or NULL */
+  char *buf;               /* READ_BUFFER bytes for reads */
   struct weft__http_parse ps;
   int parse_flags;
   bool we_close; /* the request said Connection: close */
@@ -391,7 +395,7 @@ static int exchange(struct call *call, const struct hop *hop, const struct iovec
 static int send_hop(struct call *call, const struct hop *hop)
 {
   struct strbuf sb = {0};
-  build_head(call->cl, hop, call->headers, &sb);
+  build_head(call->cl, hop, call->headers, call->traceparent, &sb);
   int err = sb.err;
   if (!err) {
     struct iovec iov[2] = {{sb.p, sb.n}, {(void *)hop->body, hop->body_len}};
@@ -526,11 +530,14 @@ int weft_http_client_do(weft_http_client *cl, weft_ctx *ctx,
   struct hop hop = {.method = req->method ? req->method : "GET",
                     .body = req->body,
                     .body_len = req->body_len};
-  char *url = strdup(req->url);
+  char *url = strdup(req->url), tp[WEFT_TRACEPARENT_SIZE];
+  bool traced = !user_header(req->headers, "traceparent") && /* the caller's wins */
+                weft_trace_outgoing(ctx, tp, sizeof tp, NULL) > 0;
   struct call call = {.cl = cl,
                       .ctx = ctx,
                       .deadline = call_deadline(cl, ctx),
                       .headers = req->headers,
+                      .traceparent = traced ? tp : NULL,
                       .buf = malloc(READ_BUFFER)};
   const char *conn = user_header(req->headers, "Connection");
   call.we_close = conn && strcasecmp(conn, "close") == 0;

@@ -13,6 +13,7 @@
 
 #include "net/http_internal.h"
 #include "weft/runtime.h"
+#include "weft/trace.h"
 
 static int hexval(int c)
 {
@@ -190,8 +191,9 @@ const char *weft_http_request_remote_addr(const weft_http_request *r)
 weft_ctx *weft_http_request_ctx(const weft_http_request *r)
 {
   weft_http_request *m = (weft_http_request *)r; /* created on first use */
-  if (!m->ctx)
-    m->ctx = weft_ctx_with_cancel(r->hc->srv->force_ctx);
+  if (!m->ctx) /* the server span: the caller's traceparent is parsed only now */
+    m->ctx = weft_trace_server_ctx(r->hc->srv->force_ctx,
+                                   weft_http_request_header(r, "traceparent"));
   return m->ctx ? m->ctx : r->hc->srv->force_ctx;
 }
 
