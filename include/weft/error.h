@@ -16,30 +16,31 @@
 #define WEFT_ECERT 10003 /* the peer's certificate failed verification */
 
 /* The codes weft itself returns, with their names and messages. Append-only. */
-#define WEFT_ERRNO_MAP(X)                             \
-  X(ECANCELED, "operation canceled")                  \
-  X(ETIMEDOUT, "deadline exceeded")                   \
-  X(EPIPE, "channel or connection closed")            \
-  X(EAGAIN, "operation would block")                  \
-  X(EINVAL, "invalid argument")                       \
-  X(ENOMEM, "out of memory")                          \
-  X(EBADF, "bad or closed file descriptor")           \
-  X(EPERM, "operation not permitted in this context") \
-  X(EBUSY, "resource busy")                           \
-  X(ENOSYS, "not supported on this system")           \
-  X(EMFILE, "too many open files")                    \
-  X(ECONNREFUSED, "connection refused")               \
-  X(ECONNRESET, "connection reset by peer")           \
-  X(EINTR, "interrupted")                             \
-  X(EPROTO, "protocol error")                         \
-  X(EFBIG, "message too large")                       \
-  X(EMSGSIZE, "line or message too long")             \
-  X(EBADMSG, "malformed message")                     \
-  X(EALREADY, "already done")                         \
-  X(ENOENT, "not found")                              \
-  X(WEFT_EDNS, "name resolution failed")              \
-  X(WEFT_ETLS, "TLS failure")                         \
-  X(WEFT_ECERT, "TLS certificate verification failed")
+#define WEFT_ERRNO_MAP(X)                              \
+  X(ECANCELED, "operation canceled")                   \
+  X(ETIMEDOUT, "deadline exceeded")                    \
+  X(EPIPE, "channel or connection closed")             \
+  X(EAGAIN, "operation would block")                   \
+  X(EINVAL, "invalid argument")                        \
+  X(ENOMEM, "out of memory")                           \
+  X(EBADF, "bad or closed file descriptor")            \
+  X(EPERM, "operation not permitted in this context")  \
+  X(EBUSY, "resource busy")                            \
+  X(ENOSYS, "not supported on this system")            \
+  X(EMFILE, "too many open files")                     \
+  X(ECONNREFUSED, "connection refused")                \
+  X(ECONNRESET, "connection reset by peer")            \
+  X(EINTR, "interrupted")                              \
+  X(EPROTO, "protocol error")                          \
+  X(EFBIG, "message too large")                        \
+  X(EMSGSIZE, "line or message too long")              \
+  X(EBADMSG, "malformed message")                      \
+  X(EALREADY, "already done")                          \
+  X(ENOENT, "not found")                               \
+  X(WEFT_EDNS, "name resolution failed")               \
+  X(WEFT_ETLS, "TLS failure")                          \
+  X(WEFT_ECERT, "TLS certificate verification failed") \
+  X(EEXIST, "already exists")
 
 /* weft_strerror: a short message for a weft error code (negative or positive errno).
  * Unknown codes fall back to strerror's text. Any thread; never blocks. The string is

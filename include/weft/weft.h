@@ -12,6 +12,7 @@
 #include "weft/http_client.h"
 #include "weft/io.h"
 #include "weft/log.h"
+#include "weft/metrics.h"
 #include "weft/net.h"
 #include "weft/runtime.h"
 #include "weft/signal.h"
