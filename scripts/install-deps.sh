@@ -12,6 +12,8 @@ PACKAGES=(
   clang libclang-rt-14-dev                       # libFuzzer targets (scripts/test-fuzz.sh)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
   libcmocka-dev:arm64                            # its test framework (Debian multiarch)
+  libunwind-dev libdw-dev                        # coroutine backtraces (optional)
+  chromium fonts-dejavu-core                     # dashboard test: headless browser (large)
 )
 if [[ "${WEFT_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(golang-go wrk nginx-light)          # the Go peers, the HTTP load tool, nginx

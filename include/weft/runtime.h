@@ -137,7 +137,8 @@ WEFT_API int weft_runtime_stats_read(weft_runtime_stats *out);
 
 /* weft_dump: write one line per live coroutine that has started (id, name, state, wait reason,
  * time waiting, creation site) to out. Any thread; takes the registry locks, never parks.
- * Returns the number of coroutines written. */
+ * Returns the number of coroutines written. Backtraces, the grouped form, SIGQUIT and the
+ * leak check for tests: weft/debug.h. */
 WEFT_API long weft_dump(FILE *out);
 
 /* weft_external_wakers: tell deadlock detection that delta (+1 or -1) plain threads

@@ -6,6 +6,8 @@
 #include "weft/chan.h"
 #include "weft/common.h"
 #include "weft/ctx.h"
+#include "weft/debug.h"
+#include "weft/debug_server.h"
 #include "weft/error.h"
 #include "weft/group.h"
 #include "weft/http.h"
@@ -20,5 +22,6 @@
 #include "weft/sync.h"
 #include "weft/tls.h"
 #include "weft/trace.h"
+#include "weft/watchdog.h"
 
 #endif

@@ -244,6 +244,7 @@ int weft_go_at(void (*fn)(void *arg), void *arg, const weft_go_options *opts, co
   c->file = file;
   c->line = line;
   c->func = func;
+  c->creator_pc = __builtin_return_address(0);
   c->stack_size = opts ? opts->stack_size : 0;
   if (opts && opts->name)
     snprintf(c->name, sizeof c->name, "%s", opts->name);

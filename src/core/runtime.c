@@ -217,6 +217,7 @@ static void teardown(void)
   struct scheduler *s = &weft__sched;
   weft__blocking_fini();
   weft__signal_fini();
+  weft__sigquit_stop(); /* after signal_fini: it restores SIGQUIT's first disposition */
   free_unstarted();
   for (int i = 0; i < s->nworkers; i++)
     free_registry(&s->workers[i].reg);
@@ -248,6 +249,7 @@ static int start_runtime(void)
     return err;
   if ((err = weft__signal_init()))
     return err;
+  weft__sigquit_start();
   return weft__blocking_init(weft__config.blocking_threads);
 }
 

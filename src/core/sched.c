@@ -311,7 +311,8 @@ static void runnext_put(struct worker *w, struct coro *c)
 void weft__ready(struct coro *c)
 {
   struct worker *w = weft__this_worker();
-  atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_relaxed);
+  /* release: a dump that reads RUNNABLE then reads the saved context (dump.c) */
+  atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_release);
   if (w) {
     if (w->ready_to_tail)
       weft__runq_put(w, c);
@@ -337,7 +338,7 @@ void weft__ready_list(struct coro *list)
     struct coro *c = list;
     list = c->next;
     c->next = NULL;
-    atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_relaxed);
+    atomic_store_explicit(&c->state, CORO_RUNNABLE, memory_order_release);
     if (w)
       weft__runq_put(w, c);
     else
@@ -651,6 +652,21 @@ static void deadlock_check_locked(void)
   abort();
 }
 
+/* Record the start of a wait (since != 0) or its end (since == 0, adding waited ns), so
+ * that weft_runtime_stats sees a thread asleep for a long time as idle all along. A
+ * seqcount: the owner makes idle_seq odd around the update, readers retry. */
+static void idle_account(struct worker *w, int64_t since, int64_t waited)
+{
+  /* The increment to odd is an acq_rel read-modify-write so that the stores below cannot
+   * move above it (ThreadSanitizer does not take a standalone fence). */
+  unsigned seq = atomic_fetch_add_explicit(&w->idle_seq, 1, memory_order_acq_rel);
+  atomic_store_explicit(&w->idle_ns,
+                        atomic_load_explicit(&w->idle_ns, memory_order_relaxed) + waited,
+                        memory_order_relaxed);
+  atomic_store_explicit(&w->idle_since, since, memory_order_relaxed);
+  atomic_store_explicit(&w->idle_seq, seq + 2, memory_order_release);
+}
+
 /* Go idle until woken. Returns after being woken (then spinning) or after polling. */
 static void idle_sleep(struct worker *w)
 {
@@ -672,16 +688,14 @@ static void idle_sleep(struct worker *w)
 
   if (!any_work_visible()) {
     int64_t idle_from = now_ns();
+    idle_account(w, idle_from, 0);
     if (w->is_poller) {
       poll_until_timer(w);
     } else {
       while (atomic_load_explicit(&w->futex_word, memory_order_acquire) == 0)
         futex_wait(&w->futex_word, 0);
     }
-    atomic_store_explicit(&w->idle_ns,
-                          atomic_load_explicit(&w->idle_ns, memory_order_relaxed) +
-                              (now_ns() - idle_from),
-                          memory_order_relaxed);
+    idle_account(w, 0, now_ns() - idle_from);
   }
   atomic_store_explicit(&w->futex_word, 0, memory_order_relaxed);
 
@@ -754,8 +768,16 @@ static void switch_to(struct worker *w, struct coro *from, struct coro *to,
   w->prev = from;
   w->prev_action = action;
   w->current = to == &w->g0 ? NULL : to;
-  if (to != &w->g0)
+  if (to != &w->g0) {
     atomic_store_explicit(&to->state, CORO_RUNNING, memory_order_relaxed);
+    /* A dump may be unwinding to's saved stack: wait for it. The dump publishes its pin
+     * and then issues a process-wide barrier (membarrier) before it reads the state, so
+     * this side needs only a compiler barrier between its store and its load: either the
+     * dump sees RUNNING and leaves the stack alone, or this load sees the pin (dump.c). */
+    atomic_signal_fence(memory_order_seq_cst);
+    while (atomic_load_explicit(&to->dump_pin, memory_order_acquire))
+      cpu_relax();
+  }
 #if WEFT_ASAN
   ASAN_START_SWITCH(action == SWITCH_EXIT ? NULL : &from->asan_fake_stack,
                     to->stack ? to->stack->lo : w->g0_asan_bottom,
@@ -792,9 +814,13 @@ void weft__after_switch(struct coro *self)
   case SWITCH_NONE:
     break;
   case SWITCH_YIELD:
+    /* RUNNABLE and PARKED are stored only once prev's context is saved, so a dump may
+     * unwind any coroutine in either state (dump.c). */
+    atomic_store_explicit(&prev->state, CORO_RUNNABLE, memory_order_release);
     weft__runq_put(w, prev);
     break;
   case SWITCH_PARK:
+    atomic_store_explicit(&prev->state, CORO_PARKED, memory_order_release);
     if (w->commit && !w->commit(prev, w->commit_arg)) {
       atomic_store_explicit(&prev->state, CORO_RUNNABLE, memory_order_relaxed);
       runnext_put(w, prev);
@@ -816,7 +842,6 @@ void weft__park(const char *reason, park_commit_fn commit, void *arg)
   if (!w->clock)
     w->clock = now_ns(); /* first park before any periodic check */
   atomic_store_explicit(&self->wait_since, w->clock, memory_order_relaxed);
-  atomic_store_explicit(&self->state, CORO_PARKED, memory_order_relaxed);
   w->commit = commit;
   w->commit_arg = arg;
   struct coro *next = pick_local(w, true);
@@ -843,7 +868,6 @@ void weft_yield(void)
       return; /* nothing else to run here */
     next = &w->g0;
   }
-  atomic_store_explicit(&w->current->state, CORO_RUNNABLE, memory_order_relaxed);
   switch_to(w, w->current, next, SWITCH_YIELD);
 }
 

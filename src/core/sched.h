@@ -57,9 +57,11 @@ struct worker {
   atomic_long spawned, exited;
   /* Statistics (weft_runtime_stats): written by the owner only, as spawned/exited. */
   atomic_ulong switches, steals;
-  _Atomic int64_t idle_ns;  /* time spent waiting for work (futex or poller) */
-  uint64_t id_next, id_end; /* this worker's batch of coroutine ids; owner only */
-  int64_t last_poll;        /* last non-blocking netpoll; owner only */
+  _Atomic int64_t idle_ns; /* time spent waiting for work (futex or poller), finished waits */
+  _Atomic int64_t idle_since; /* when the current wait began, 0 when not waiting */
+  atomic_uint idle_seq;       /* odd while the owner updates the two above (a seqcount) */
+  uint64_t id_next, id_end;   /* this worker's batch of coroutine ids; owner only */
+  int64_t last_poll;          /* last non-blocking netpoll; owner only */
   int64_t clock; /* monotonic ns at the last periodic check: the "waiting since" stamp
                     of a park, at most FAIRNESS_TICKS switches stale; owner only */
 

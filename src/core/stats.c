@@ -12,6 +12,22 @@
 #include "core/timer.h"
 #include "weft/runtime.h"
 
+/* A worker's idle time up to now, the wait in progress included (see idle_account in
+ * sched.c: read under its seqcount). */
+static int64_t idle_ns_of(struct worker *w, int64_t now)
+{
+  for (;;) {
+    unsigned seq = atomic_load_explicit(&w->idle_seq, memory_order_acquire);
+    if (seq & 1)
+      continue;
+    /* acquire loads: the second read of the sequence cannot move above them */
+    int64_t idle = atomic_load_explicit(&w->idle_ns, memory_order_acquire);
+    int64_t since = atomic_load_explicit(&w->idle_since, memory_order_acquire);
+    if (atomic_load_explicit(&w->idle_seq, memory_order_relaxed) == seq)
+      return idle + (since && now > since ? now - since : 0);
+  }
+}
+
 int weft_runtime_stats_read(weft_runtime_stats *out)
 {
   struct scheduler *s = &weft__sched;
@@ -20,6 +36,7 @@ int weft_runtime_stats_read(weft_runtime_stats *out)
   memset(out, 0, sizeof *out);
   if (!s->workers || atomic_load(&s->stopping))
     return -EPERM;
+  int64_t now = weft_now();
   out->procs = s->nworkers;
   out->coroutines = weft__live_coroutines();
   out->runnable = atomic_load(&s->gq_len) + atomic_load(&s->sq_len);
@@ -34,13 +51,13 @@ int weft_runtime_stats_read(weft_runtime_stats *out)
     out->switches += atomic_load_explicit(&w->switches, memory_order_relaxed);
     out->steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
     if (i < WEFT_STATS_MAX_PROCS)
-      out->proc_idle_ns[i] = atomic_load_explicit(&w->idle_ns, memory_order_relaxed);
+      out->proc_idle_ns[i] = idle_ns_of(w, now);
   }
   weft__blocking_stats(&out->blocking_threads, &out->blocking_busy, &out->blocking_queued);
   out->poller_waits = weft__poller_waits();
   out->timers = weft__timer_pending_count();
   out->io_waiters = atomic_load(&s->io_waiters);
   out->stack_bytes = weft__stack_mapped_bytes();
-  out->uptime_ns = weft_now() - s->start_ns;
+  out->uptime_ns = now - s->start_ns;
   return 0;
 }

@@ -14,11 +14,40 @@
 
 static char self_path[4096];
 
+/* The leak check of every test: the test's main runs inside leak_checked_main, which calls
+ * weft_leak_verify once main's function has returned, while the runtime still runs. */
+static const weft_leak_options *leak_opts;
+static bool leak_check_off;
+
+void weft_test_leak_options(const weft_leak_options *opts, bool enabled)
+{
+  leak_opts = opts;
+  leak_check_off = !enabled;
+}
+
+struct leak_checked {
+  int (*fn)(void *);
+  void *arg;
+  int leak_rc;
+};
+
+static int leak_checked_main(void *arg)
+{
+  struct leak_checked *lc = arg;
+  int rc = lc->fn(lc->arg);
+  if (!leak_check_off)
+    lc->leak_rc = weft_leak_verify(leak_opts);
+  return rc;
+}
+
 int run_weft(int procs, int (*fn)(void *), void *arg)
 {
   weft_config cfg = {.procs = procs, .stack_guard = 1, .leak_check = WEFT_LEAK_REPORT};
-  int rc = weft_main_with(&cfg, fn, arg);
-  if (weft_leaked() != 0)
+  struct leak_checked lc = {fn, arg, 0};
+  int rc = weft_main_with(&cfg, leak_checked_main, &lc);
+  if (lc.leak_rc != 0)
+    fail_msg("weft_leak_verify: %s (the dump is on stderr)", weft_strerror(lc.leak_rc));
+  if (weft_leaked() != 0 && !leak_check_off)
     fail_msg("%ld coroutine(s) leaked (still alive when main returned)", weft_leaked());
   return rc;
 }

@@ -7,6 +7,7 @@
 #define WEFT_TEST_H
 
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,8 +16,16 @@
 #include "weft/weft.h"
 
 /* run_weft: run fn(arg) as main on procs scheduler threads (0: default) and return its
- * result; fails the test on a leaked coroutine. */
+ * result; fails the test on a leaked coroutine: after fn returns, still inside the
+ * runtime, weft_leak_verify (weft/debug.h) must find no coroutine but main alive (it
+ * retries for a while, and prints the dump of the leaked ones). */
 int run_weft(int procs, int (*fn)(void *), void *arg);
+
+/* weft_test_leak_options: the options run_weft passes to weft_leak_verify (NULL:
+ * defaults), or enabled = false to skip the check (and the count of coroutines alive
+ * when main returned), for tests that leave coroutines on purpose. Stays in force for
+ * the rest of the program. */
+void weft_test_leak_options(const weft_leak_options *opts, bool enabled);
 
 /* run_weft_p1to4: run fn(arg) with P = 1, 2, 3 and 4, asserting it returns 0 each time. */
 void run_weft_p1to4(int (*fn)(void *), void *arg);
