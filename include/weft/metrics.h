@@ -219,6 +219,19 @@ WEFT_API int weft_metrics_emit(weft_metrics_emitter *em, const char *name, const
                                weft_metric_type type, double value, int nlabels,
                                const char *const *names, const char *const *values);
 
+/* weft_metrics_register_chan: expose channel ch under name at each scrape of reg (NULL:
+ * default) as weft_chan_length{chan=name} (buffered elements) and
+ * weft_chan_capacity{chan=name}: the depth of every bounded queue in a pipeline, on the
+ * dashboard too. Takes a reference to ch until weft_metrics_unregister_chan. Returns 0,
+ * -EINVAL (no name or channel), -EEXIST (ch or name already registered on reg), -ENOMEM.
+ * Unregister every channel of a registry before freeing it. Any thread; never parks. */
+struct weft_chan;
+WEFT_API int weft_metrics_register_chan(weft_metrics_registry *reg, const char *name,
+                                        struct weft_chan *ch);
+/* weft_metrics_unregister_chan: stop exposing ch and drop the reference. Returns 0 or
+ * -ENOENT. Any thread (not from a collector); never parks. */
+WEFT_API int weft_metrics_unregister_chan(weft_metrics_registry *reg, struct weft_chan *ch);
+
 /* weft_metrics_register_runtime: add a collector of the runtime's own metrics, read with
  * weft_runtime_stats_read (nothing is emitted while no runtime runs). Gauges:
  *   weft_coroutines (Go: go_goroutines), weft_threads (go_threads: scheduler threads plus
