@@ -4,6 +4,7 @@
 
 #include "weft/blocking.h"
 #include "weft/chan.h"
+#include "weft/clock.h"
 #include "weft/common.h"
 #include "weft/ctx.h"
 #include "weft/debug.h"
