@@ -20,7 +20,7 @@ static int run_weft_pool(int procs, int blocking_threads, int (*fn)(void *), voi
                      .stack_guard = 1,
                      .leak_check = WEFT_LEAK_REPORT,
                      .blocking_threads = blocking_threads};
-  int rc = weft_main_with(&cfg, fn, arg);
+  int rc = run_weft_with(&cfg, fn, arg);
   if (weft_leaked() != 0)
     fail_msg("%ld coroutine(s) leaked (still alive when main returned)", weft_leaked());
   return rc;

@@ -406,7 +406,7 @@ static void child_churn(void)
   struct churn c = {.coros = 16, .rounds = SANITIZED ? 300 : 2000};
   for (int p = 1; p <= 2; p++) {
     weft_config cfg = {.procs = p};
-    int rc = weft_main_with(&cfg, churn_main, &c);
+    int rc = run_weft_with(&cfg, churn_main, &c);
     if (rc != 0) {
       fprintf(stderr, "churn P=%d: rc %d\n", p, rc);
       exit(1);

@@ -187,7 +187,7 @@ static void run_mass(struct mass *m, int guard)
   assert_non_null(args);
   /* run_weft() always asks for guard pages; this is the same with the mode explicit. */
   weft_config cfg = {.procs = 2, .stack_guard = guard, .leak_check = WEFT_LEAK_REPORT};
-  assert_int_equal(weft_main_with(&cfg, mass_main, m), 0);
+  assert_int_equal(run_weft_with(&cfg, mass_main, m), 0);
   assert_int_equal(weft_leaked(), 0);
   assert_int_equal(m->errors, 0);
   assert_int_equal(atomic_load(&m->parked), m->n);

@@ -1108,7 +1108,7 @@ static void test_blocking_ctx_saturated_pool(void **state)
     struct saturate s = {.wg = WEFT_WG_INIT};
     weft_config cfg = {
         .procs = p, .stack_guard = 1, .leak_check = WEFT_LEAK_REPORT, .blocking_threads = 1};
-    assert_int_equal(weft_main_with(&cfg, saturated_pool, &s), 0);
+    assert_int_equal(run_weft_with(&cfg, saturated_pool, &s), 0);
     assert_int_equal(weft_leaked(), 0);
     expect_no_failures();
   }

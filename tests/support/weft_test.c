@@ -43,8 +43,13 @@ static int leak_checked_main(void *arg)
 int run_weft(int procs, int (*fn)(void *), void *arg)
 {
   weft_config cfg = {.procs = procs, .stack_guard = 1, .leak_check = WEFT_LEAK_REPORT};
+  return run_weft_with(&cfg, fn, arg);
+}
+
+int run_weft_with(const weft_config *cfg, int (*fn)(void *), void *arg)
+{
   struct leak_checked lc = {fn, arg, 0};
-  int rc = weft_main_with(&cfg, leak_checked_main, &lc);
+  int rc = weft_main_with(cfg, leak_checked_main, &lc);
   if (lc.leak_rc != 0)
     fail_msg("weft_leak_verify: %s (the dump is on stderr)", weft_strerror(lc.leak_rc));
   if (weft_leaked() != 0 && !leak_check_off)

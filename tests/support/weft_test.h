@@ -20,6 +20,9 @@
  * runtime, weft_leak_verify (weft/debug.h) must find no coroutine but main alive (it
  * retries for a while, and prints the dump of the leaked ones). */
 int run_weft(int procs, int (*fn)(void *), void *arg);
+/* run_weft_with: run_weft with a whole configuration (guard modes, pool sizes); the same
+ * leak check at the end. */
+int run_weft_with(const weft_config *cfg, int (*fn)(void *), void *arg);
 
 /* weft_test_leak_options: the options run_weft passes to weft_leak_verify (NULL:
  * defaults), or enabled = false to skip the check (and the count of coroutines alive
