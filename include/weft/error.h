@@ -11,9 +11,11 @@
 #include "common.h"
 
 /* Codes beyond errno's range, returned negated like errno values (-WEFT_EDNS). */
-#define WEFT_EDNS  10001 /* a host name did not resolve, or the resolver failed */
-#define WEFT_ETLS  10002 /* a TLS handshake, record or alert failed */
-#define WEFT_ECERT 10003 /* the peer's certificate failed verification */
+#define WEFT_EDNS     10001 /* a host name did not resolve, or the resolver failed */
+#define WEFT_ETLS     10002 /* a TLS handshake, record or alert failed */
+#define WEFT_ECERT    10003 /* the peer's certificate failed verification */
+#define WEFT_EOPEN    10004 /* a circuit breaker is open and rejected the call */
+#define WEFT_ETOOMANY 10005 /* a half-open circuit breaker already admitted its quota */
 
 /* The codes weft itself returns, with their names and messages. Append-only. */
 #define WEFT_ERRNO_MAP(X)                              \
@@ -40,7 +42,9 @@
   X(WEFT_EDNS, "name resolution failed")               \
   X(WEFT_ETLS, "TLS failure")                          \
   X(WEFT_ECERT, "TLS certificate verification failed") \
-  X(EEXIST, "already exists")
+  X(EEXIST, "already exists")                          \
+  X(WEFT_EOPEN, "circuit breaker is open")             \
+  X(WEFT_ETOOMANY, "too many requests")
 
 /* weft_strerror: a short message for a weft error code (negative or positive errno).
  * Unknown codes fall back to strerror's text. Any thread; never blocks. The string is

@@ -3,6 +3,7 @@
 #define WEFT_WEFT_H
 
 #include "weft/blocking.h"
+#include "weft/breaker.h"
 #include "weft/chan.h"
 #include "weft/clock.h"
 #include "weft/common.h"
@@ -17,6 +18,10 @@
 #include "weft/log.h"
 #include "weft/metrics.h"
 #include "weft/net.h"
+#include "weft/pipeline.h"
+#include "weft/pool.h"
+#include "weft/ratelimit.h"
+#include "weft/retry.h"
 #include "weft/runtime.h"
 #include "weft/signal.h"
 #include "weft/signal_ctx.h"

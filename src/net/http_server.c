@@ -16,6 +16,7 @@
  * Lock order: srv->lock is a leaf; nothing parks while holding it (shutdown(2) does not
  * block). */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,11 +232,25 @@ static bool serve_request(struct http_conn *hc, weft_http_request *r)
   return keep;
 }
 
+/* The TLS handshake runs on a duplicate of the socket's descriptor: a failed handshake
+ * closes (and frees) the connection it was given, while shutdown may be reading the
+ * listed hc->conn under the server's lock. The listed plain connection is swapped for the
+ * TLS one under that lock only once the handshake has succeeded. */
 static bool tls_handshake(struct http_conn *hc)
 {
-  int64_t t = hc->srv->cfg.tls_handshake_timeout;
+  weft_http_server *s = hc->srv;
+  int64_t t = s->cfg.tls_handshake_timeout;
   int64_t deadline = t < 0 ? WEFT_NO_DEADLINE : weft_now() + t;
-  return weft_tls_server(&hc->conn, hc->srv->cfg.tls, NULL, deadline) == 0;
+  int fd = fcntl(weft_conn_fd(hc->conn), F_DUPFD_CLOEXEC, 0);
+  weft_conn *tls = fd >= 0 ? weft_conn_new(fd) : NULL; /* takes fd */
+  if (!tls || weft_tls_server(&tls, s->cfg.tls, NULL, deadline) != 0)
+    return false; /* a failed handshake closed tls; hc->conn is untouched */
+  weft_mutex_lock(&s->lock);
+  weft_conn *plain = hc->conn;
+  hc->conn = tls;
+  weft_mutex_unlock(&s->lock);
+  weft_conn_close(plain); /* the socket lives on through the duplicate */
+  return true;
 }
 
 /* After an error response, stop sending and discard what the client still sends for a
