@@ -210,3 +210,59 @@ void test_cert_remove(struct test_cert *tc)
   unlink(tc->key);
   rmdir(tc->dir);
 }
+
+char *run_example(const char *name, const char *const *args, int timeout_ms, int *status)
+{
+  char self[4096], path[4400];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0)
+    return NULL;
+  self[n] = '\0';
+  char *slash = strrchr(self, '/');
+  if (slash)
+    *slash = '\0';
+  snprintf(path, sizeof path, "%s/../examples/%s", self, name);
+  if (access(path, X_OK) != 0)
+    return NULL;
+  int fds[2];
+  if (pipe(fds) != 0)
+    return NULL;
+  pid_t pid = fork();
+  if (pid == 0) {
+    const char *argv[16] = {path};
+    for (int i = 0; args && args[i] && i < 14; i++)
+      argv[i + 1] = args[i];
+    dup2(fds[1], 1);
+    dup2(fds[1], 2);
+    close(fds[0]);
+    close(fds[1]);
+    execv(path, (char *const *)argv);
+    _exit(127);
+  }
+  close(fds[1]);
+  size_t cap = 65536, len = 0;
+  char *out = malloc(cap);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    long left =
+        timeout_ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+    struct pollfd pf = {.fd = fds[0], .events = POLLIN};
+    if (left <= 0 || poll(&pf, 1, (int)left) <= 0) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (len + 4096 > cap)
+      out = realloc(out, cap *= 2);
+    ssize_t r = read(fds[0], out + len, cap - len - 1);
+    if (r <= 0)
+      break;
+    len += (size_t)r;
+  }
+  out[len] = '\0';
+  close(fds[0]);
+  waitpid(pid, status, 0);
+  return out;
+}

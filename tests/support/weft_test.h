@@ -67,6 +67,12 @@ static inline uint64_t test_rand(uint64_t *s)
 
 #define MS(n) ((int64_t)(n)*1000000)
 
+/* run_example: run the example program name (built into <build>/examples/) with the
+ * NULL-terminated args, stdout and stderr captured, killing it after timeout_ms. Returns
+ * its output (malloc'd) and its wait status in *status, or NULL when the build has no
+ * such example (a build without examples: the caller skips). */
+char *run_example(const char *name, const char *const *args, int timeout_ms, int *status);
+
 /* A self-signed certificate for the HTTPS tests: a P-256 key and certificate for
  * localhost and 127.0.0.1, made with the openssl command line in a fresh temporary
  * directory. Fills cert and key (paths in tc); returns 0 or -1. */
