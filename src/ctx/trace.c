@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "ctx/xoshiro.h"
 #include "weft/trace.h"
 
 static const char trace_key; /* the context key: its address */
@@ -26,19 +27,6 @@ struct rng {
 };
 static _Thread_local struct rng rng;
 
-static uint64_t rotl(uint64_t x, int k)
-{
-  return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t splitmix(uint64_t *x)
-{
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 /* Seed from getrandom; if that fails (very old kernel, seccomp), from the clock and the
  * state's address, which still differ between threads and runs. */
 static void seed(struct rng *r)
@@ -48,8 +36,7 @@ static void seed(struct rng *r)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)r;
-    for (int i = 0; i < 4; i++)
-      r->s[i] = splitmix(&x);
+    weft__xoshiro_seed(r->s, x);
   }
   if (!(r->s[0] | r->s[1] | r->s[2] | r->s[3]))
     r->s[0] = 1; /* xoshiro's one bad state */
@@ -61,14 +48,7 @@ static uint64_t next64(void)
   struct rng *r = &rng;
   if (!r->seeded)
     seed(r);
-  uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return out;
+  return weft__xoshiro_next(r->s);
 }
 
 static int is_zero(const uint8_t *p, size_t n)

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "ctx/xoshiro.h"
 #include "weft/retry.h"
 #include "weft/runtime.h"
 
@@ -28,35 +29,10 @@ struct weft_backoff {
 
 /* ---- random source ---- */
 
-static uint64_t splitmix64(uint64_t *x)
-{
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-  return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(uint64_t s[4])
-{
-  uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return r;
-}
-
 /* A double uniform in [0, 1), as Go's rand.Float64. */
 static double rng_float(uint64_t s[4])
 {
-  return (double)(rng_next(s) >> 11) * 0x1.0p-53;
+  return (double)(weft__xoshiro_next(s) >> 11) * 0x1.0p-53;
 }
 
 static void rng_seed(uint64_t s[4], uint64_t seed, const void *salt)
@@ -65,8 +41,7 @@ static void rng_seed(uint64_t s[4], uint64_t seed, const void *salt)
   if (seed == 0)
     seed =
         (uint64_t)weft_now() ^ (uint64_t)(uintptr_t)salt ^ (counter += 0x2545f4914f6cdd1dULL);
-  for (int i = 0; i < 4; i++)
-    s[i] = splitmix64(&seed);
+  weft__xoshiro_seed(s, seed);
 }
 
 /* ---- back-off ---- */
