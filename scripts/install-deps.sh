@@ -9,6 +9,7 @@ PACKAGES=(
   libcmocka-dev                                  # test framework
   libhttp-parser-dev libssl-dev zlib1g-dev libjansson-dev  # net layer: HTTP, TLS, gzip, JSON
   openssl                                        # test certificates
+  libgumbo-dev                                   # weft-crawl: HTML5 parser for links
   clang libclang-rt-14-dev                       # libFuzzer targets (scripts/test-fuzz.sh)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
   libcmocka-dev:arm64                            # its test framework (Debian multiarch)
@@ -17,6 +18,7 @@ PACKAGES=(
 )
 if [[ "${WEFT_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(golang-go wrk nginx-light)          # the Go peers, the HTTP load tool, nginx
+  PACKAGES+=(time curl)                          # peak memory and probes (scripts/bench-crawl.sh)
 fi
 
 missing=()
