@@ -10,6 +10,7 @@ PACKAGES=(
   libhttp-parser-dev libssl-dev zlib1g-dev libjansson-dev  # net layer: HTTP, TLS, gzip, JSON
   openssl                                        # test certificates
   libgumbo-dev                                   # weft-crawl: HTML5 parser for links
+  libsqlite3-dev                                 # paymentd: SQLite store, and its tests
   clang libclang-rt-14-dev                       # libFuzzer targets (scripts/test-fuzz.sh)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
   libcmocka-dev:arm64                            # its test framework (Debian multiarch)

@@ -175,6 +175,13 @@ WEFT_API weft_http_server *weft_http_server_new(const weft_http_server_config *c
  * Coroutine, parks until then. One serve at a time per server. */
 WEFT_API int weft_http_server_serve(weft_http_server *s, int fd);
 
+/* weft_http_server_stop_accepting: make weft_http_server_serve return 0 and accept no
+ * more connections, leaving open ones (idle keep-alive ones too) served as before: the
+ * first step of a shutdown in which requests still arriving on open connections are to
+ * be answered (503 while draining) rather than cut. Close the listener after serve has
+ * returned. Any thread; never parks. */
+WEFT_API void weft_http_server_stop_accepting(weft_http_server *s);
+
 /* weft_http_server_shutdown: stop accepting (serve returns), close idle connections, let
  * requests in flight finish until deadline, then cut the rest (their contexts are
  * cancelled and their sockets shut down) and wait for every connection coroutine to end.

@@ -450,6 +450,11 @@ static void cut_conns(weft_http_server *s, bool force)
   weft_mutex_unlock(&s->lock);
 }
 
+void weft_http_server_stop_accepting(weft_http_server *s)
+{
+  weft_ctx_cancel(s->accept_ctx);
+}
+
 int weft_http_server_shutdown(weft_http_server *s, int64_t deadline)
 {
   weft_ctx_cancel(s->accept_ctx);

@@ -1,0 +1,191 @@
+/* worker.c: confirmations on the worker pool, idempotency and the in-flight set.
+ *
+ * A job is shared by the handler that queued it and the worker that runs it, so it is
+ * reference counted: the handler may give up first (504 at --request-timeout) while the
+ * job still completes, and whoever drops the last reference frees it.
+ *
+ * The in-flight set holds the id of every job from its submission until its worker has
+ * finished with it (stored, replayed or refused). Its invariant: at most one job per id
+ * is queued or running, so two concurrent confirmations of one id never both reach the
+ * store; the second is refused with 409 in_progress. An id leaves the set before the job
+ * returns, so a client that got its answer and retries sees the stored record. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "paymentd.h"
+
+struct pay_inflight_node {
+  pay_inflight_node *next; /* guarded by the set's mu */
+  char id[PAY_ID_MAX + 1];
+};
+
+typedef struct pay_job {
+  atomic_int refs; /* the handler's and the worker's */
+  pay_app *app;    /* borrowed */
+  pay_record req;  /* the validated request; read-only */
+  pay_record out;  /* written by the worker before the job ends, read after */
+  int64_t queued;  /* weft_now() at submission */
+} pay_job;
+
+static size_t hash_id(const char *id)
+{
+  size_t h = 14695981039346656037u; /* FNV-1a */
+  for (; *id; id++)
+    h = (h ^ (unsigned char)*id) * 1099511628211u;
+  return h % PAY_INFLIGHT_BUCKETS;
+}
+
+void pay_inflight_init(pay_inflight *f)
+{
+  memset(f, 0, sizeof *f);
+  weft_mutex_init(&f->mu);
+}
+
+/* Add id; -EBUSY when it is already in flight, -ENOMEM. */
+static int inflight_add(pay_inflight *f, const char *id)
+{
+  pay_inflight_node *n = malloc(sizeof *n);
+  if (!n)
+    return -ENOMEM;
+  strcpy(n->id, id);
+  size_t h = hash_id(id);
+  int rc = 0;
+  weft_mutex_lock(&f->mu);
+  for (pay_inflight_node *p = f->buckets[h]; p && rc == 0; p = p->next)
+    if (strcmp(p->id, id) == 0)
+      rc = -EBUSY;
+  if (rc == 0) {
+    n->next = f->buckets[h];
+    f->buckets[h] = n;
+  }
+  weft_mutex_unlock(&f->mu);
+  if (rc)
+    free(n);
+  return rc;
+}
+
+static void inflight_remove(pay_inflight *f, const char *id)
+{
+  pay_inflight_node *gone = NULL;
+  weft_mutex_lock(&f->mu);
+  for (pay_inflight_node **pp = &f->buckets[hash_id(id)]; *pp; pp = &(*pp)->next)
+    if (strcmp((*pp)->id, id) == 0) {
+      gone = *pp;
+      *pp = gone->next;
+      break;
+    }
+  weft_mutex_unlock(&f->mu);
+  free(gone);
+}
+
+static void job_release(pay_job *job)
+{
+  if (atomic_fetch_sub(&job->refs, 1) == 1)
+    free(job);
+}
+
+/* RFC 3339 UTC with microseconds: 2026-01-02T03:04:05.123456Z. */
+static void now_rfc3339(char *buf, size_t size)
+{
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + n, size - n, ".%06ldZ", ts.tv_nsec / 1000);
+}
+
+static bool same_values(const pay_record *a, const pay_record *b)
+{
+  return a->amount_cents == b->amount_cents && strcmp(a->currency, b->currency) == 0 &&
+         strcmp(a->account, b->account) == 0;
+}
+
+/* The processing of one confirmation, on a worker. */
+static long process(weft_ctx *ctx, pay_job *job)
+{
+  pay_store *st = job->app->store;
+  int rc = st->ops->get(st, job->req.id, &job->out);
+  if (rc == 0)
+    return same_values(&job->out, &job->req) ? PAY_REPLAYED : PAY_CONFLICT;
+  if (rc != -ENOENT)
+    return -EIO;
+  if (job->app->o->work_ms > 0) /* the card processor; cut short only at a shutdown deadline */
+    weft_sleep_ctx(ctx, job->app->o->work_ms * 1000000);
+  job->out = job->req;
+  now_rfc3339(job->out.confirmed_at, sizeof job->out.confirmed_at);
+  rc = st->ops->insert(st, &job->out);
+  if (rc == -EEXIST) /* stored meanwhile by someone else (another process) */
+    return process(ctx, job);
+  return rc == 0 ? PAY_CONFIRMED : -EIO;
+}
+
+static long job_run(weft_ctx *ctx, void *arg)
+{
+  pay_job *job = arg;
+  int64_t start = weft_now();
+  long rc = process(ctx, job);
+  pay_metrics_processing(job->app, weft_now() - start);
+  if (rc >= 0)
+    pay_metrics_confirmation(job->app, (int)rc);
+  inflight_remove(&job->app->inflight, job->req.id);
+  job_release(job);
+  return rc;
+}
+
+/* A job abandoned at a shutdown deadline: it never ran, so drop what it held. */
+static void job_abandon(void *arg)
+{
+  pay_job *job = arg;
+  inflight_remove(&job->app->inflight, job->req.id);
+  job_release(job);
+}
+
+int pay_pool_start(pay_app *app)
+{
+  weft_pool_options po = {.workers = app->workers,
+                          .queue_capacity = (size_t)app->o->queue,
+                          .name = "paymentd",
+                          .metrics = app->reg,
+                          .on_abandon = job_abandon};
+  return weft_pool_new(&po, &app->pool);
+}
+
+/* Wait for the job; copy its record out. The job is freed by whoever is last. */
+static int wait_job(weft_pool_job *pj, pay_job *job, weft_ctx *ctx, pay_record *out)
+{
+  long result = -EIO;
+  int rc = weft_pool_job_wait(pj, ctx, &result);
+  weft_pool_job_free(pj);
+  if (rc == 0 && result >= 0)
+    *out = job->out;
+  job_release(job);
+  if (rc != 0)
+    return rc == -ECANCELED ? -ETIMEDOUT : rc; /* the request's context: a 504 */
+  return (int)result;
+}
+
+int pay_confirm(pay_app *app, const pay_record *req, weft_ctx *ctx, pay_record *out)
+{
+  pay_job *job = malloc(sizeof *job);
+  if (!job)
+    return -ENOMEM;
+  *job = (pay_job){.app = app, .req = *req, .queued = weft_now()};
+  atomic_init(&job->refs, 2);
+  int rc = inflight_add(&app->inflight, req->id);
+  if (rc != 0) {
+    free(job);
+    return rc;
+  }
+  weft_pool_job *pj;
+  rc = weft_pool_try_submit(app->pool, job_run, job, &pj);
+  if (rc != 0) {
+    inflight_remove(&app->inflight, req->id);
+    free(job);
+    return rc == -EAGAIN || rc == -EPIPE ? rc : -ENOMEM;
+  }
+  return wait_job(pj, job, ctx, out);
+}
