@@ -443,6 +443,12 @@ static int handle_event(struct epoll_event *ev)
  * Relaxed: every thread that reads false just makes one more failing call. */
 static atomic_bool no_epoll_pwait2;
 
+#if WEFT_TSAN
+#define USE_EPOLL_PWAIT2 0
+#else
+#define USE_EPOLL_PWAIT2 1
+#endif
+
 static int epoll_wait_until(struct epoll_event *events, int64_t deadline)
 {
   struct timespec ts, *tsp = NULL;
@@ -455,7 +461,9 @@ static int epoll_wait_until(struct epoll_event *events, int64_t deadline)
     ts.tv_nsec = (long)(left % 1000000000);
     tsp = &ts;
   }
-  if (!atomic_load_explicit(&no_epoll_pwait2, memory_order_relaxed)) {
+  /* ThreadSanitizer intercepts epoll_wait but not epoll_pwait2, and runs a signal's
+   * handler only at an intercepted call: use epoll_wait there (millisecond timeouts). */
+  if (USE_EPOLL_PWAIT2 && !atomic_load_explicit(&no_epoll_pwait2, memory_order_relaxed)) {
     int n = epoll_pwait2(epfd, events, MAX_EVENTS, tsp, NULL);
     if (n >= 0 || errno != ENOSYS)
       return n;

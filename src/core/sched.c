@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -91,7 +92,17 @@ void weft_external_wakers(int delta)
 
 static void futex_wait(atomic_uint *word, unsigned expected)
 {
+#if WEFT_TSAN
+  /* ThreadSanitizer runs a signal's handler only when the receiving thread passes
+   * through a call it intercepts, and the raw futex is not one: a SIGINT delivered to an
+   * idle worker would wait until something woke it. Wake every 10 ms and pass through
+   * usleep (intercepted) so a pending handler runs; callers loop on the word anyway. */
+  struct timespec ten_ms = {0, 10 * 1000 * 1000};
+  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, &ten_ms, NULL, 0);
+  usleep(0);
+#else
   syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+#endif
 }
 
 static void futex_wake(atomic_uint *word)
