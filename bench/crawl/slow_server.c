@@ -11,24 +11,20 @@
  *
  * Prints "listening on HOST:PORT" on stdout once it accepts connections. SIGINT or
  * SIGTERM shuts it down gracefully (requests in flight get 5 s). */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <weft/weft.h>
+
+#include "../serve.h"
 
 struct server {
   const char *listen;
   int64_t delay_ns; /* think time before each page */
   long pages;       /* /page/0 .. /page/<pages - 1> exist */
-  weft_http_server *srv;
-  weft_ctx *stop; /* cancelled when serving is over: the signal watcher leaves */
-  weft_wg watcher;
 };
 
 /* The page number of /page/<n>, or -1. */
@@ -68,61 +64,11 @@ static void page(weft_http_response *w, weft_http_request *r, void *arg)
   weft_http_response_send(w, 200, "text/html; charset=utf-8", body, (size_t)len);
 }
 
-static void stop_on_signal(void *arg)
-{
-  struct server *sv = arg;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  if (weft_signal_wait_ctx(&set, sv->stop) > 0)
-    weft_http_server_shutdown(sv->srv, weft_now() + 5000000000ll);
-  weft_wg_done(&sv->watcher);
-}
-
-/* Print the address the socket is bound to (the port, when it was 0). */
-static void print_bound(int fd)
-{
-  struct sockaddr_in a;
-  socklen_t len = sizeof a;
-  char host[INET_ADDRSTRLEN] = "?";
-  if (getsockname(fd, (struct sockaddr *)&a, &len) == 0 && a.sin_family == AF_INET)
-    inet_ntop(AF_INET, &a.sin_addr, host, sizeof host);
-  printf("listening on %s:%u\n", host, (unsigned)ntohs(a.sin_port));
-  fflush(stdout);
-}
-
 static int run(void *arg)
 {
   struct server *sv = arg;
-  int fd = weft_listen("tcp", sv->listen, 0);
-  if (fd < 0) {
-    fprintf(stderr, "weft-slow-server: listen %s: %s\n", sv->listen, weft_strerror(fd));
-    return 1;
-  }
-  sv->srv = weft_http_server_new(
-      &(weft_http_server_config){.handler = page, .handler_arg = sv, .max_requests = 1000000});
-  if (!sv->srv) {
-    weft_close(fd);
-    return 1;
-  }
-  weft_signal_watch(SIGINT);
-  weft_signal_watch(SIGTERM);
-  sv->stop = weft_ctx_with_cancel(NULL);
-  weft_wg_init(&sv->watcher);
-  weft_wg_add(&sv->watcher, 1);
-  weft_go(stop_on_signal, sv);
-  print_bound(fd);
-  int err = weft_http_server_serve(sv->srv, fd);
-  weft_close(fd);
-  weft_http_server_shutdown(sv->srv, weft_now() + 5000000000ll);
-  weft_ctx_cancel(sv->stop);
-  weft_wg_wait(&sv->watcher);
-  weft_ctx_release(sv->stop);
-  weft_http_server_free(sv->srv);
-  if (err)
-    fprintf(stderr, "weft-slow-server: %s\n", weft_strerror(err));
-  return err ? 1 : 0;
+  weft_http_server_config cfg = {.handler = page, .handler_arg = sv, .max_requests = 1000000};
+  return bench_serve("weft-slow-server", sv->listen, &cfg, stdout);
 }
 
 static int usage(void)
