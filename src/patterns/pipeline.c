@@ -71,10 +71,12 @@ void weft__pipeline_name_self(struct stage *st)
   weft_set_name(name);
 }
 
-/* The result of a stage function: an error the stage caused is counted. */
+/* The result of a stage function: an error the stage caused is counted. One returned once
+ * the pipeline's context is done is a consequence of the cancellation (an emit that found
+ * the pipeline stopping returns the cause, the first error), not a failure of its own. */
 static int fn_result(struct stage *st, weft_ctx *ctx, int rc)
 {
-  if (rc != 0 && rc != weft_ctx_err(ctx))
+  if (rc != 0 && weft_ctx_err(ctx) == 0)
     weft__pipeline_count(st, WEFT_PIPELINE_ERROR, 1);
   return rc;
 }
