@@ -773,7 +773,8 @@ static int emfile_main(void *arg)
     CHECK(conns[i].fd >= 0);
   }
   /* Fill the holes in the descriptor table below the highest one, free EM_SERVED of
-   * them, and make that the limit: accept then has exactly EM_SERVED descriptors. */
+   * them (or as many as there were), and set the limit so that accept has exactly
+   * EM_SERVED descriptors whatever the table looked like. */
   int free_below, max = fd_table(&free_below), nfill = 0;
   int *fill = calloc((size_t)free_below + 1, sizeof *fill);
   for (int fd; fill && nfill <= free_below && (fd = dup(2)) >= 0; fill[nfill++] = fd) {
@@ -782,10 +783,12 @@ static int emfile_main(void *arg)
       break;
     }
   }
-  for (int i = 0; i < EM_SERVED && nfill > 0; i++)
+  int freed = 0;
+  for (; freed < EM_SERVED && nfill > 0; freed++)
     close(fill[--nfill]);
+  /* Holes there were too few of are made up above the highest descriptor. */
   struct rlimit low = saved;
-  low.rlim_cur = (rlim_t)max + 1;
+  low.rlim_cur = (rlim_t)max + 1 + (rlim_t)(EM_SERVED - freed);
   CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
   weft_wg_add(&em.wg, N);
   for (int i = 0; i < N; i++)
