@@ -11,6 +11,7 @@ PACKAGES=(
   openssl                                        # test certificates
   libgumbo-dev                                   # weft-crawl: HTML5 parser for links
   libsqlite3-dev                                 # paymentd: SQLite store, and its tests
+  libpq-dev postgresql                           # libweft_pg; the test server (scripts/pg-start.sh)
   clang libclang-rt-14-dev                       # libFuzzer targets (scripts/test-fuzz.sh)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
   libcmocka-dev:arm64                            # its test framework (Debian multiarch)

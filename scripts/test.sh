@@ -20,6 +20,23 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:detect_stack
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
+# The PostgreSQL server the database tests use (tests/db, the apps' PostgreSQL stores):
+# a private one from scripts/pg-start.sh, stopped and removed at exit, unless
+# WEFT_TEST_PG_URL already names one. WEFT_TEST_PG_REQUIRED makes those tests fail rather
+# than skip without it, and a server that will not start is a failure of its own.
+export WEFT_TEST_PG_REQUIRED=1
+if [[ -z "${WEFT_TEST_PG_URL:-}" ]]; then
+  trap 'bash scripts/pg-stop.sh' EXIT
+  if pg_url=$(bash scripts/pg-start.sh); then
+    export WEFT_TEST_PG_URL=$pg_url
+    echo "=== postgres: $WEFT_TEST_PG_URL" >&2
+  else
+    echo "=== postgres: START FAILED (the database tests will fail)" >&2
+    failed=$((failed + 1))
+    failed_names+=("postgres: start")
+  fi
+fi
+
 count_ctest() { # $1 mode, $2 log
   local p f
   p=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* +Passed' "$2")

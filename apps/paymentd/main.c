@@ -25,7 +25,8 @@
 
 #include "paymentd.h"
 
-#define SEC ((int64_t)1000000000)
+#define SEC          ((int64_t)1000000000)
+#define PG_CONNS_MAX 16 /* PostgreSQL connections per process at most */
 
 enum {
   F_LISTEN,
@@ -53,7 +54,7 @@ static void usage(FILE *f)
         "  --debug-listen ADDR      debug endpoints; empty disables (127.0.0.1:6060)\n"
         "  --workers N              worker coroutines (scheduler threads)\n"
         "  --queue N                capacity of the job queue (100)\n"
-        "  --store SPEC             sqlite:PATH or memory: (sqlite:paymentd.db)\n"
+        "  --store SPEC             sqlite:PATH, memory:, postgres://.. (sqlite:paymentd.db)\n"
         "  --work-ms N              simulated processing latency (0)\n"
         "  --request-timeout D      longest wait for a result (5s)\n"
         "  --shutdown-timeout D     longest graceful shutdown (30s)\n"
@@ -136,7 +137,7 @@ static const char *apply(pay_opts *o, int f, const char *v)
   case F_QUEUE:
     return parse_int(v, 1, 100000000, &n) ? "an integer >= 1" : (o->queue = n, NULL);
   case F_STORE:
-    return *v ? (o->store = v, NULL) : "sqlite:PATH or memory:";
+    return *v ? (o->store = v, NULL) : "sqlite:PATH, memory: or postgres://...";
   case F_WORK_MS:
     return parse_int(v, 0, 3600000, &n) ? "an integer >= 0" : (o->work_ms = n, NULL);
   case F_REQUEST_TIMEOUT:
@@ -210,7 +211,8 @@ static int parse_args(int argc, char **argv, pay_opts *o)
   return 0;
 }
 
-int pay_store_open(const char *spec, pay_store **out, char *err, size_t errlen)
+int pay_store_open(const char *spec, const pay_store_options *o, pay_store **out, char *err,
+                   size_t errlen)
 {
   if (strncmp(spec, "sqlite:", 7) == 0 && spec[7])
     return pay_store_sqlite_open(spec + 7, out, err, errlen);
@@ -221,8 +223,13 @@ int pay_store_open(const char *spec, pay_store **out, char *err, size_t errlen)
     return rc;
   }
   if (strncmp(spec, "postgres://", 11) == 0 || strncmp(spec, "postgresql://", 13) == 0) {
+#ifdef PAYMENTD_HAVE_PG
+    return pay_store_pg_open(spec, o, out, err, errlen);
+#else
+    (void)o;
     snprintf(err, errlen, "--store %s: PostgreSQL is not supported by this build", spec);
     return -ENOTSUP;
+#endif
   }
   snprintf(err, errlen, "invalid --store \"%s\": want sqlite:PATH, memory: or postgres://...",
            spec);
@@ -241,6 +248,7 @@ typedef struct pay_shutdown {
   pay_app *app;
   weft_http_server *srv;
   weft_wg *serving; /* done when weft_http_server_serve has returned */
+  int *listen_fd;   /* closed (and set to -1) once serve has returned */
   int64_t deadline;
   weft_chan *done; /* closed when the shutdown has finished; rc is then set */
   int rc;          /* 0 graceful, 1 something was cut or failed */
@@ -272,6 +280,11 @@ static void shutdown_main(void *arg)
    * arriving on one meanwhile is answered 503 + Connection: close, not cut. */
   weft_http_server_stop_accepting(s->srv);
   weft_wg_wait(s->serving);
+  /* Close the listener too, or the kernel would go on completing handshakes into its
+   * backlog: clients connecting now get a refusal (a balancer retries elsewhere) rather
+   * than a connection cut unanswered at exit. */
+  weft_close(*s->listen_fd);
+  *s->listen_fd = -1;
   weft_ctx *drain = weft_ctx_with_deadline(NULL, s->deadline);
   if (drain) {
     weft_pool_wait(app->pool, drain);
@@ -329,7 +342,12 @@ static int setup(pay_app *app, weft_debug_server **dbg, int *fd, char *bound, si
 {
   const pay_opts *o = app->o;
   char err[512] = "";
-  int rc = pay_store_open(o->store, &app->store, err, sizeof err);
+  /* A claim's lease outlasts any job by far: a job runs --work-ms plus its store
+   * statements, and its handler waits --request-timeout at most. */
+  int64_t job_max = 2 * (o->work_ms * 1000000 + o->request_timeout);
+  pay_store_options so = {.conns = app->workers < PG_CONNS_MAX ? app->workers : PG_CONNS_MAX,
+                          .lease = job_max > 60 * SEC ? job_max : 60 * SEC};
+  int rc = pay_store_open(o->store, &so, &app->store, err, sizeof err);
   if (rc) {
     fprintf(stderr, "paymentd: %s\n", err);
     return 2;
@@ -355,7 +373,7 @@ static void teardown(pay_app *app, weft_debug_server *dbg, int fd)
   if (dbg)
     weft_debug_server_stop(dbg, weft_now() + SEC);
   if (fd >= 0)
-    close(fd);
+    weft_close(fd);
   if (app->pool) {
     weft_pool_shutdown(app->pool, weft_now());
     weft_pool_free(app->pool);
@@ -366,7 +384,7 @@ static void teardown(pay_app *app, weft_debug_server *dbg, int fd)
   pay_api_free();
 }
 
-static int serve_until_signal(pay_app *app, weft_signal_ctx *sc, int fd)
+static int serve_until_signal(pay_app *app, weft_signal_ctx *sc, int *fd)
 {
   weft_http_server_config cfg = {.handler = pay_api_serve, .handler_arg = app};
   weft_http_server *srv = weft_http_server_new(&cfg);
@@ -377,7 +395,7 @@ static int serve_until_signal(pay_app *app, weft_signal_ctx *sc, int fd)
     return 1;
   }
   weft_wg serving = WEFT_WG_INIT;
-  pay_serve ps = {srv, fd, &serving, app->log};
+  pay_serve ps = {srv, *fd, &serving, app->log};
   weft_wg_add(&serving, 1);
   weft_go_named(serve_main, &ps, "paymentd serve");
   weft_ctx_wait(weft_signal_ctx_ctx(sc), WEFT_NO_DEADLINE);
@@ -385,7 +403,7 @@ static int serve_until_signal(pay_app *app, weft_signal_ctx *sc, int fd)
   weft_log_info(app->log, NULL, "shutting down",
                 WEFT_STR("signal", signo ? strsignal(signo) : "?"),
                 WEFT_DUR("timeout", app->o->shutdown_timeout));
-  pay_shutdown s = {app, srv, &serving, weft_now() + app->o->shutdown_timeout, done, 1};
+  pay_shutdown s = {app, srv, &serving, fd, weft_now() + app->o->shutdown_timeout, done, 1};
   weft_go_named(shutdown_main, &s, "paymentd shutdown");
   int rc = await_shutdown(app, sc, &s);
   weft_http_server_free(srv);
@@ -418,7 +436,7 @@ static int run(void *arg)
                   WEFT_STR("debug_addr", dbg ? weft_debug_server_addr(dbg) : ""),
                   WEFT_STR("store", app->store->ops->name), WEFT_INT("workers", app->workers),
                   WEFT_INT("queue", app->o->queue));
-    rc = serve_until_signal(app, sc, fd);
+    rc = serve_until_signal(app, sc, &fd);
   }
   teardown(app, dbg, fd);
   weft_signal_ctx_stop(sc);

@@ -84,7 +84,10 @@ static int mem_close(pay_store *s)
   return 0;
 }
 
-static const pay_store_ops mem_ops = {"memory", mem_get, mem_insert, mem_close};
+static const pay_store_ops mem_ops = {.name = "memory",
+                                      .get = mem_get,
+                                      .insert = mem_insert,
+                                      .close = mem_close}; /* no claims: one process */
 
 int pay_store_memory_open(pay_store **out)
 {

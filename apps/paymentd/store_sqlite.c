@@ -234,7 +234,10 @@ static int sql_close(pay_store *base)
   return rc;
 }
 
-static const pay_store_ops sql_ops = {"sqlite", sql_get, sql_insert, sql_close};
+static const pay_store_ops sql_ops = {.name = "sqlite",
+                                      .get = sql_get,
+                                      .insert = sql_insert,
+                                      .close = sql_close}; /* no claims: one process */
 
 int pay_store_sqlite_open(const char *path, pay_store **out, char *err, size_t errlen)
 {

@@ -8,7 +8,13 @@
  * finished with it (stored, replayed or refused). Its invariant: at most one job per id
  * is queued or running, so two concurrent confirmations of one id never both reach the
  * store; the second is refused with 409 in_progress. An id leaves the set before the job
- * returns, so a client that got its answer and retries sees the stored record. */
+ * returns, so a client that got its answer and retries sees the stored record.
+ *
+ * The set covers one process. A store shared by several (PostgreSQL) has claims
+ * (store.h): the worker claims the id in the store, which answers for every process at
+ * once (confirmed: replay or conflict; claimed elsewhere: 409 in_progress), then
+ * completes the claim after --work-ms, or drops it when the job fails. The set still
+ * turns local duplicates away without a round trip to the database. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -104,13 +110,52 @@ static bool same_values(const pay_record *a, const pay_record *b)
          strcmp(a->account, b->account) == 0;
 }
 
+/* A stored record against the request: replayed or conflict. */
+static long answer_stored(pay_job *job)
+{
+  return same_values(&job->out, &job->req) ? PAY_REPLAYED : PAY_CONFLICT;
+}
+
+/* The processing of one confirmation on a store with claims (store.h). */
+static long process_claimed(weft_ctx *ctx, pay_job *job)
+{
+  pay_store *st = job->app->store;
+  pay_claim claim;
+  int rc = st->ops->claim(st, &job->req, &claim, &job->out);
+  if (rc == -EEXIST)
+    return answer_stored(job);
+  if (rc != 0)
+    return rc == -EBUSY ? -EBUSY : -EIO;
+  if (job->app->o->work_ms > 0 && /* cut short only at a shutdown deadline */
+      weft_sleep_ctx(ctx, job->app->o->work_ms * 1000000) != 0) {
+    st->ops->drop(st, &claim); /* abandoned: another process may take the id at once */
+    return -ECANCELED;
+  }
+  job->out = job->req;
+  now_rfc3339(job->out.confirmed_at, sizeof job->out.confirmed_at);
+  rc = st->ops->complete(st, &claim, &job->out);
+  if (rc == 0)
+    return PAY_CONFIRMED;
+  if (rc != -ESTALE) {
+    st->ops->drop(st, &claim);
+    return -EIO;
+  }
+  /* The claim was lost (taken over after its lease): answer from what is stored. */
+  rc = st->ops->get(st, job->req.id, &job->out);
+  if (rc == 0)
+    return answer_stored(job);
+  return rc == -ENOENT ? -EBUSY : -EIO;
+}
+
 /* The processing of one confirmation, on a worker. */
 static long process(weft_ctx *ctx, pay_job *job)
 {
+  if (job->app->store->ops->claim)
+    return process_claimed(ctx, job);
   pay_store *st = job->app->store;
   int rc = st->ops->get(st, job->req.id, &job->out);
   if (rc == 0)
-    return same_values(&job->out, &job->req) ? PAY_REPLAYED : PAY_CONFLICT;
+    return answer_stored(job);
   if (rc != -ENOENT)
     return -EIO;
   if (job->app->o->work_ms > 0) /* the card processor; cut short only at a shutdown deadline */

@@ -16,6 +16,7 @@
 #define WEFT_ECERT    10003 /* the peer's certificate failed verification */
 #define WEFT_EOPEN    10004 /* a circuit breaker is open and rejected the call */
 #define WEFT_ETOOMANY 10005 /* a half-open circuit breaker already admitted its quota */
+#define WEFT_EDBCONN  10006 /* a database connection could not be made (weft/pg.h) */
 
 /* The codes weft itself returns, with their names and messages. Append-only. */
 #define WEFT_ERRNO_MAP(X)                              \
@@ -44,7 +45,8 @@
   X(WEFT_ECERT, "TLS certificate verification failed") \
   X(EEXIST, "already exists")                          \
   X(WEFT_EOPEN, "circuit breaker is open")             \
-  X(WEFT_ETOOMANY, "too many requests")
+  X(WEFT_ETOOMANY, "too many requests")                \
+  X(WEFT_EDBCONN, "database connection failed")
 
 /* weft_strerror: a short message for a weft error code (negative or positive errno).
  * Unknown codes fall back to strerror's text. Any thread; never blocks. The string is
