@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -1012,6 +1013,62 @@ static json_int_t health_consistent(int port, int capacity)
   return depth;
 }
 
+/* The memory store past its first table (4,096 slots, grown at three quarters): every
+ * record is found again with its values and its confirmed_at, replays stay replays. */
+static void test_memory_store_grows(void **state)
+{
+  enum { N = 7000 };
+  struct daemon d;
+  struct resp r;
+  start_daemon(&d, ARGS("--store", "memory:", "--workers", "2"));
+  char id[32], body[160], first_at[64] = "";
+  int fd = -1;
+  for (int i = 0; i < N; i++) {
+    if (i % 500 == 0) { /* well within the server's 1,000 requests per connection */
+      if (fd >= 0)
+        close(fd);
+      fd = open_conn(d.port);
+      int one = 1; /* the head and the body go out in two writes: no Nagle delay */
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    snprintf(id, sizeof id, "grow-%d", i);
+    snprintf(body, sizeof body,
+             "{\"amount_cents\":%d,\"currency\":\"EUR\",\"account\":\"acct-%d\"}", i + 1,
+             i % 97);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/payments/%s/confirm", id);
+    write_req(fd, "POST", path, "Content-Type: application/json\r\n", body, strlen(body),
+              false);
+    read_resp(fd, &r);
+    assert_int_equal(r.status, 200);
+    if (i == 0)
+      snprintf(first_at, sizeof first_at, "%s", jstr(&r, "confirmed_at"));
+    resp_free(&r);
+  }
+  close(fd);
+  for (int i = 0; i < N; i += 7) {
+    char path[64], account[16];
+    snprintf(path, sizeof path, "/v1/payments/grow-%d", i);
+    snprintf(id, sizeof id, "grow-%d", i);
+    snprintf(account, sizeof account, "acct-%d", i % 97);
+    http(d.port, "GET", path, NULL, NULL, &r);
+    expect_record(&r, id, i + 1, "EUR", account);
+    if (i == 0)
+      assert_string_equal(jstr(&r, "confirmed_at"), first_at);
+    resp_free(&r);
+  }
+  post(d.port, "grow-0", "{\"amount_cents\":1,\"currency\":\"EUR\",\"account\":\"acct-0\"}",
+       &r);
+  assert_string_equal(header(&r, "Idempotent-Replayed"), "true");
+  assert_string_equal(jstr(&r, "confirmed_at"), first_at);
+  resp_free(&r);
+  post(d.port, "grow-1", "{\"amount_cents\":3,\"currency\":\"EUR\",\"account\":\"acct-1\"}",
+       &r);
+  expect_error(&r, 409, "conflict", "grow-1 with another amount");
+  resp_free(&r);
+  assert_int_equal(stop_daemon(&d, 10000), 0);
+}
+
 /* /healthz turns 503 saturated exactly when the queue reaches 90% (9 of 10) and back to
  * 200 ok below it (8 of 10), with 1 worker held 1.5 s by each job. */
 static void test_health_saturation_exact(void **state)
@@ -1077,6 +1134,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_store_error, setup, teardown),
       cmocka_unit_test_setup_teardown(test_odd_paths, setup, teardown),
       cmocka_unit_test_setup_teardown(test_health_saturation_exact, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_memory_store_grows, setup, teardown),
   };
   return weft_test_main(argc, argv, tests, sizeof tests / sizeof tests[0], NULL, 0);
 }
