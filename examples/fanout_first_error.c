@@ -1,5 +1,5 @@
-/* fanout_first_error.c: fan-out/fan-in with an error group; the first failure stops the
- * rest.
+/* fanout_first_error.c: the error group example (Go: golang.org/x/sync/errgroup):
+ * fan-out/fan-in under a weft_group (weft/group.h); the first failure cancels the rest.
  *
  *   examples/fanout_first_error [jobs [failing_job]]     defaults: 40 jobs, job 13 fails
  *

@@ -12,15 +12,19 @@ PACKAGES=(
   libgumbo-dev                                   # weft-crawl: HTML5 parser for links
   libsqlite3-dev                                 # paymentd: SQLite store, and its tests
   libpq-dev postgresql                           # libweft_pg; the test server (scripts/pg-start.sh)
+  librdkafka-dev                                 # weft-etl: Kafka consumer group (and mock cluster)
   clang libclang-rt-14-dev                       # libFuzzer targets (scripts/test-fuzz.sh)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # AArch64 cross build + emulation
   libcmocka-dev:arm64                            # its test framework (Debian multiarch)
   libunwind-dev libdw-dev                        # coroutine backtraces (optional)
   chromium fonts-dejavu-core                     # dashboard test: headless browser (large)
+  curl jq sqlite3                                # the tour (scripts/tour.sh) and its test apps/tour
+  doxygen                                        # API reference (scripts/docs.sh)
 )
 if [[ "${WEFT_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(golang-go wrk nginx-light)          # the Go peers, the HTTP load tool, nginx
   PACKAGES+=(time curl)                          # peak memory and probes (scripts/bench-crawl.sh)
+  PACKAGES+=(sqlite3 python3)                    # scripts/bench-etl.sh: row checks, event generator
 fi
 
 missing=()

@@ -1,5 +1,6 @@
 /* test_examples.c: every pattern's example runs to completion, exit 0, and shows what it
  * teaches (the examples check their own results and exit non-zero when they are wrong). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -53,12 +54,48 @@ static void test_debug_server(void **state)
   expect_example("debug_server", args, "/debug/dashboard");
 }
 
+/* Both versions of the bank account end at clients * ops (the example exits 1 if not). */
+static void test_mutex_vs_channel(void **state)
+{
+  const char *const args[] = {"6", "500", NULL};
+  expect_example("mutex_vs_channel", args, "mutex:   balance 3000 (want 3000)");
+  expect_example("mutex_vs_channel", args, "channel: balance 3000 (want 3000)");
+}
+
+/* No lost increment, exactly one publisher wins, every reader sees a whole config. */
+static void test_atomics(void **state)
+{
+  const char *const args[] = {"6", NULL};
+  expect_example("atomics", args, "= 600000 (want 600000)");
+  expect_example("atomics", args, "1 winner of 6 publishers; 12 of 12 readers saw a complete");
+}
+
+/* The first program to read: every fetch's latency comes back (their sum, from the
+ * example's formula for fetch i: 1 + (i * 7919) % 20 ms) and only main is left alive. */
+static void test_fanout(void **state)
+{
+  const char *const args[] = {"500", NULL};
+  long sum = 0;
+  for (int i = 0; i < 500; i++)
+    sum += 1 + (i * 7919) % 20;
+  char want[64];
+  snprintf(want, sizeof want, "500 coroutines slept %ld ms in total", sum);
+  expect_example("fanout", args, want);
+  expect_example("fanout", args, "coroutine 1 \"main\" [running]");
+}
+
 int main(int argc, char **argv)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_worker_pool), cmocka_unit_test(test_pipeline),
-      cmocka_unit_test(test_retry),       cmocka_unit_test(test_breaker),
-      cmocka_unit_test(test_ratelimit),   cmocka_unit_test(test_debug_server),
+      cmocka_unit_test(test_worker_pool),
+      cmocka_unit_test(test_pipeline),
+      cmocka_unit_test(test_retry),
+      cmocka_unit_test(test_breaker),
+      cmocka_unit_test(test_ratelimit),
+      cmocka_unit_test(test_debug_server),
+      cmocka_unit_test(test_mutex_vs_channel),
+      cmocka_unit_test(test_atomics),
+      cmocka_unit_test(test_fanout),
   };
   return weft_test_main(argc, argv, tests, sizeof tests / sizeof tests[0], NULL, 0);
 }
