@@ -222,7 +222,11 @@ void kafka_revoke_step(kafka_source *s)
   if (!kafka_may_commit(s) || all_committed(s) || s->revoke_refusals >= KAFKA_REVOKE_REFUSALS ||
       now >= s->phase_deadline) {
     if (kafka_may_commit(s) && !all_committed(s))
-      weft_log_info(s->log, NULL, "kafka revoke: marks not committed, carried over");
+      /* The group refused (this member was evicted, or a rebalance never settled):
+       * nothing is lost, the next owner re-reads from the last committed offset and the
+       * sink's upserts store those events once; but an operator should see it. */
+      weft_log_warn(s->log, NULL,
+                    "kafka: offsets not committed (the group refused); they will be re-read");
     finish_revoke(s);
   } else if (s->retry_at && now >= s->retry_at) {
     s->retry_at = 0;

@@ -7,7 +7,7 @@
  * carved from large chunks: about 50 bytes for a typical record, an eighth of a
  * pay_record's fixed size, which is what a benchmark's millions of records cost.
  *
- * Invariants: every slot is empty (rec NULL) or holds a record whose id hashes to hash;
+ * Invariants: every slot is empty (NULL) or points to a record, whose hash is its id's;
  * records are never removed before close, so a probe ends at the first empty slot; a
  * record never changes once linked. Everything is guarded by mu, held only for a lookup,
  * an insertion or a resize (never across a park). */
@@ -30,14 +30,10 @@ typedef struct mem_rec {
   int64_t amount_cents;
   int64_t confirmed_sec; /* confirmed_at, parsed: seconds since the epoch */
   int32_t confirmed_usec;
+  uint32_t hash; /* of the id (its low bits), kept for probes and growth */
   char currency[4];
   char text[]; /* id and account: two NUL-terminated strings */
 } mem_rec;
-
-typedef struct mem_slot {
-  uint64_t hash;
-  mem_rec *rec; /* NULL: empty */
-} mem_slot;
 
 /* Records are carved from chunks that live until close: no per-record malloc header. */
 #define MEM_CHUNK_SIZE (256 * 1024)
@@ -50,28 +46,28 @@ typedef struct mem_chunk {
 typedef struct mem_store {
   pay_store base;
   weft_mutex mu;     /* guards everything below */
-  mem_slot *slots;   /* nslots of them */
+  mem_rec **slots;   /* nslots of them; NULL: empty */
   size_t nslots;     /* a power of two */
   size_t used;       /* records held; <= nslots * 3 / 4 */
   mem_chunk *chunks; /* the newest first */
 } mem_store;
 
-static uint64_t hash_id(const char *id)
+static uint32_t hash_id(const char *id)
 {
   uint64_t h = 14695981039346656037u; /* FNV-1a */
   for (; *id; id++)
     h = (h ^ (unsigned char)*id) * 1099511628211u;
-  return h ^ (h >> 29);
+  return (uint32_t)(h ^ (h >> 32));
 }
 
 /* The slot holding id, or the empty slot where it would go. */
-static mem_slot *probe_locked(mem_store *m, uint64_t h, const char *id)
+static mem_rec **probe_locked(mem_store *m, uint32_t h, const char *id)
 {
   size_t mask = m->nslots - 1;
   for (size_t i = h & mask;; i = (i + 1) & mask) {
-    mem_slot *s = &m->slots[i];
-    if (!s->rec || (s->hash == h && strcmp(s->rec->text, id) == 0))
-      return s;
+    mem_rec *r = m->slots[i];
+    if (!r || (r->hash == h && strcmp(r->text, id) == 0))
+      return &m->slots[i];
   }
 }
 
@@ -79,16 +75,17 @@ static mem_slot *probe_locked(mem_store *m, uint64_t h, const char *id)
 static int grow_locked(mem_store *m)
 {
   size_t n = m->nslots * 2, mask = n - 1;
-  mem_slot *slots = calloc(n, sizeof *slots);
+  mem_rec **slots = calloc(n, sizeof *slots);
   if (!slots)
     return -ENOMEM;
   for (size_t i = 0; i < m->nslots; i++) {
-    if (!m->slots[i].rec)
+    mem_rec *r = m->slots[i];
+    if (!r)
       continue;
-    size_t j = m->slots[i].hash & mask;
-    while (slots[j].rec)
+    size_t j = r->hash & mask;
+    while (slots[j])
       j = (j + 1) & mask;
-    slots[j] = m->slots[i];
+    slots[j] = r;
   }
   free(m->slots);
   m->slots = slots;
@@ -96,7 +93,6 @@ static int grow_locked(mem_store *m)
   return 0;
 }
 
-/* Room for size bytes in the newest chunk (a new one when full), or NULL. */
 static void *alloc_locked(mem_store *m, size_t size)
 {
   size = (size + 7) & ~(size_t)7;
@@ -149,13 +145,13 @@ static void unpack(const mem_rec *p, pay_record *r)
 static int mem_get(pay_store *s, const char *id, pay_record *out)
 {
   mem_store *m = (mem_store *)s;
-  uint64_t h = hash_id(id);
+  uint32_t h = hash_id(id);
   weft_mutex_lock(&m->mu);
-  mem_slot *slot = probe_locked(m, h, id);
-  if (slot->rec)
-    unpack(slot->rec, out);
+  mem_rec *r = *probe_locked(m, h, id);
+  if (r)
+    unpack(r, out);
   weft_mutex_unlock(&m->mu);
-  return slot->rec ? 0 : -ENOENT;
+  return r ? 0 : -ENOENT;
 }
 
 static int mem_insert(pay_store *s, const pay_record *rec)
@@ -166,24 +162,26 @@ static int mem_insert(pay_store *s, const pay_record *rec)
   if (!parse_confirmed_at(rec->confirmed_at, &sec, &usec))
     return -EIO; /* not a time this store can keep */
   size_t id = strlen(rec->id) + 1, account = strlen(rec->account) + 1;
-  uint64_t h = hash_id(rec->id);
+  uint32_t h = hash_id(rec->id);
   int rc = 0;
   weft_mutex_lock(&m->mu);
   if ((m->used + 1) * 4 > m->nslots * 3)
     rc = grow_locked(m) ? -EIO : 0;
-  mem_slot *slot = rc ? NULL : probe_locked(m, h, rec->id);
+  mem_rec **slot = rc ? NULL : probe_locked(m, h, rec->id);
   mem_rec *p = NULL;
-  if (slot && slot->rec)
+  if (slot && *slot)
     rc = -EEXIST;
   else if (slot && !(p = alloc_locked(m, sizeof *p + id + account)))
     rc = -EIO;
   if (p) {
-    *p = (mem_rec){
-        .amount_cents = rec->amount_cents, .confirmed_sec = sec, .confirmed_usec = usec};
+    *p = (mem_rec){.amount_cents = rec->amount_cents,
+                   .confirmed_sec = sec,
+                   .confirmed_usec = usec,
+                   .hash = h};
     memcpy(p->currency, rec->currency, sizeof p->currency);
     memcpy(p->text, rec->id, id);
     memcpy(p->text + id, rec->account, account);
-    *slot = (mem_slot){h, p};
+    *slot = p;
     m->used++;
   }
   weft_mutex_unlock(&m->mu);
@@ -210,7 +208,7 @@ static const pay_store_ops mem_ops = {.name = "memory",
 int pay_store_memory_open(pay_store **out)
 {
   mem_store *m = calloc(1, sizeof *m);
-  mem_slot *slots = calloc(MEM_INITIAL_SLOTS, sizeof *slots);
+  mem_rec **slots = calloc(MEM_INITIAL_SLOTS, sizeof *slots);
   if (!m || !slots) {
     free(m);
     free(slots);

@@ -1,6 +1,8 @@
 /* weft/log.h: structured logging in the manner of Go's log/slog.
  *
- *   weft_logger *log = weft_logger_new(weft_log_json_handler_new(NULL)); // stderr, INFO
+ *   weft_log_handler *h = weft_log_json_handler_new(NULL);  // stderr, INFO
+ *   weft_logger *log = weft_logger_new(h);
+ *   weft_log_handler_release(h);                             // the logger keeps its own
  *   weft_log_info(log, ctx, "request done", WEFT_STR("path", path), WEFT_INT("status", 200),
  *                 WEFT_DUR("took", ns));
  *   -> {"time":"2024-05-01T12:00:00.123456789Z","level":"INFO","msg":"request done",
