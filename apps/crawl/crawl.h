@@ -143,7 +143,6 @@ void crawl_summary(const crawl_totals *t, long never_started, double elapsed_s,
 int crawl_run(const crawl_opts *o, FILE *out);
 
 /* main.c's parsers, shared for tests: 0 or -EINVAL. */
-int crawl_parse_duration(const char *s, int64_t *ns);
 int crawl_parse_size(const char *s, int64_t *bytes);
 
 #endif

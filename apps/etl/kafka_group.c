@@ -21,6 +21,15 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * confirmed. Asynchronous: on_commit_result sees the answer. */
 void kafka_commit_marks(kafka_source *s)
 {
+  /* One commit in flight at a time: while the coordinator is unknown librdkafka holds
+   * commits back and fails them all at once later, so retries sent meanwhile would only
+   * pile up. The mark sent next is the newest anyway. A result that never comes (it
+   * should not) stops blocking after KAFKA_COMMIT_STALE. */
+  int64_t now = weft_now();
+  if (s->commit_sent_at && now - s->commit_sent_at < KAFKA_COMMIT_STALE) {
+    s->retry_at = now + KAFKA_COMMIT_RETRY;
+    return;
+  }
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)s->nparts + 1);
   weft_mutex_lock(&s->mu);
   for (size_t i = 0; i < s->nparts; i++) {
@@ -33,7 +42,9 @@ void kafka_commit_marks(kafka_source *s)
     rd_kafka_resp_err_t err = rd_kafka_commit_queue(s->rk, l, s->queue, commit_done_cb, NULL);
     if (err) {
       weft_counter_inc(s->commits_failed);
-      s->retry_at = weft_now() + KAFKA_COMMIT_RETRY;
+      s->retry_at = now + KAFKA_COMMIT_RETRY;
+    } else {
+      s->commit_sent_at = now;
     }
   }
   rd_kafka_topic_partition_list_destroy(l);
@@ -52,12 +63,18 @@ void kafka_on_commit_result(kafka_source *s, rd_kafka_event_t *ev)
 {
   rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
   const rd_kafka_topic_partition_list_t *l = rd_kafka_event_topic_partition_list(ev);
+  s->commit_sent_at = 0;
+  /* A partition counts as committed only when neither the request nor its own entry
+   * failed: a request-level error need not be copied into every entry, and believing
+   * such an entry would keep its mark from ever being sent again. */
+  bool request_failed = err != RD_KAFKA_RESP_ERR_NO_ERROR;
   weft_mutex_lock(&s->mu);
   for (int i = 0; l && i < l->cnt; i++) {
     kafka_partition *p = kafka_find_part(s, l->elems[i].partition);
     if (l->elems[i].err && !err)
       err = l->elems[i].err;
-    else if (!l->elems[i].err && p && l->elems[i].offset > p->offsets.committed)
+    else if (!request_failed && !l->elems[i].err && p &&
+             l->elems[i].offset > p->offsets.committed)
       p->offsets.committed = l->elems[i].offset;
   }
   weft_mutex_unlock(&s->mu);
@@ -84,7 +101,7 @@ static bool all_acked(kafka_source *s)
   return pending == 0;
 }
 
-static bool all_committed(kafka_source *s)
+bool kafka_all_committed(kafka_source *s)
 {
   bool done = true;
   weft_mutex_lock(&s->mu);
@@ -219,9 +236,12 @@ void kafka_revoke_step(kafka_source *s)
   }
   if (s->phase != REVOKE_WAIT_COMMIT)
     return;
-  if (!kafka_may_commit(s) || all_committed(s) || s->revoke_refusals >= KAFKA_REVOKE_REFUSALS ||
-      now >= s->phase_deadline) {
-    if (kafka_may_commit(s) && !all_committed(s))
+  /* Refusals end a rebalance's revoke early; a close's revoke is not a rebalance of the
+   * others (this member leaves after it), so a refusal there is passing: retried until
+   * the deadline. */
+  bool refused = s->revoke_refusals >= KAFKA_REVOKE_REFUSALS && !atomic_load(&s->stop);
+  if (!kafka_may_commit(s) || kafka_all_committed(s) || refused || now >= s->phase_deadline) {
+    if (kafka_may_commit(s) && !kafka_all_committed(s))
       /* The group refused (this member was evicted, or a rebalance never settled):
        * nothing is lost, the next owner re-reads from the last committed offset and the
        * sink's upserts store those events once; but an operator should see it. */

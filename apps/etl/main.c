@@ -6,63 +6,19 @@
  * bad flags, an unusable source or sink, or a listen address in use, with one line on
  * stderr. */
 #define _GNU_SOURCE
-#include <ctype.h>
-#include <errno.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
+#include "common/flags.h"
+#include "common/logger.h"
+#include "common/values.h"
 #include "etl.h"
 
 #define SEC  ((int64_t)1000000000)
 #define MSEC ((int64_t)1000000)
-
-enum {
-  F_SOURCE,
-  F_SINK,
-  F_USERS,
-  F_GEO,
-  F_FX,
-  F_LISTEN,
-  F_DEBUG_LISTEN,
-  F_ENRICH_CONCURRENCY,
-  F_CHANNEL_CAPACITY,
-  F_BATCH_SIZE,
-  F_BATCH_WAIT,
-  F_CALL_TIMEOUT,
-  F_RETRIES,
-  F_BREAKER_FAILURES,
-  F_BREAKER_OPEN,
-  F_DRAIN_TIMEOUT,
-  F_ON_ENRICH_FAILURE,
-  F_LOG_FORMAT,
-  F_LOG_LEVEL,
-  F_COUNT
-};
-
-static const char *const flag_names[F_COUNT] = {"source",
-                                                "sink",
-                                                "users",
-                                                "geo",
-                                                "fx",
-                                                "listen",
-                                                "debug-listen",
-                                                "enrich-concurrency",
-                                                "channel-capacity",
-                                                "batch-size",
-                                                "batch-wait",
-                                                "call-timeout",
-                                                "retries",
-                                                "breaker-failures",
-                                                "breaker-open",
-                                                "drain-timeout",
-                                                "on-enrich-failure",
-                                                "log-format",
-                                                "log-level"};
 
 static void usage(FILE *f)
 {
@@ -91,192 +47,69 @@ static void usage(FILE *f)
         f);
 }
 
-/* Go's time.ParseDuration, plus a bare number meaning seconds. */
-static int parse_duration(const char *s, int64_t *ns)
-{
-  static const struct {
-    const char *unit;
-    double mult;
-  } units[] = {{"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
-  double total = 0;
-  if (!*s)
-    return -EINVAL;
-  while (*s) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0 || !isfinite(v) || !(isdigit((unsigned char)*s) || *s == '.'))
-      return -EINVAL;
-    size_t un = strspn(end, "nsumh");
-    double mult = un == 0 && !*end && total == 0 ? 1e9 : -1;
-    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
-      if (un == strlen(units[i].unit) && strncmp(end, units[i].unit, un) == 0)
-        mult = units[i].mult;
-    if (mult < 0)
-      return -EINVAL;
-    total += v * mult;
-    s = end + un;
-  }
-  if (total > 9e18)
-    return -EINVAL;
-  *ns = (int64_t)total;
-  return 0;
-}
-
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (!*s || *end || errno || v < lo || v > hi || isspace((unsigned char)*s))
-    return -EINVAL;
-  *out = v;
-  return 0;
-}
-
-static int parse_level(const char *s, int *level)
-{
-  static const struct {
-    const char *name;
-    int level;
-  } levels[] = {{"debug", WEFT_LOG_DEBUG},
-                {"info", WEFT_LOG_INFO},
-                {"warn", WEFT_LOG_WARN},
-                {"warning", WEFT_LOG_WARN},
-                {"error", WEFT_LOG_ERROR}};
-  for (size_t i = 0; i < sizeof levels / sizeof *levels; i++)
-    if (strcasecmp(s, levels[i].name) == 0)
-      return *level = levels[i].level, 0;
-  return -EINVAL;
-}
-
 /* An API base URL: http(s)://HOST[:PORT][/PATH], no query or fragment. */
-static bool is_base_url(const char *v)
+static const char *parse_base_url(const char *v, void *out)
 {
   const char *h = strncmp(v, "http://", 7) == 0    ? v + 7
                   : strncmp(v, "https://", 8) == 0 ? v + 8
                                                    : NULL;
-  return h && *h && *h != '/' && *h != ':' && !strpbrk(v, "?# \t\r\n");
+  if (!h || !*h || *h == '/' || *h == ':' || strpbrk(v, "?# \t\r\n"))
+    return "an http:// or https:// URL";
+  return *(const char **)out = v, NULL;
 }
 
-static const char *apply_duration(const char *v, int64_t *out, bool zero_ok)
+static const char *parse_level(const char *v, void *level)
 {
-  int64_t ns;
-  if (parse_duration(v, &ns) || (!zero_ok && ns <= 0))
-    return zero_ok ? "a duration such as 50ms" : "a positive duration such as 2s";
-  *out = ns;
-  return NULL;
+  return app_parse_log_level(v, level) ? "debug, info, warn or error" : NULL;
 }
 
-static const char *apply_count(const char *v, long lo, long *out)
-{
-  return parse_int(v, lo, 100000000, out) ? (lo ? "an integer >= 1" : "an integer >= 0") : NULL;
-}
+static const char *const policies[] = {"partial", "dlq", "fail", NULL}; /* etl_policy */
+static const char *const log_formats[] = {"text", "json", NULL};        /* index: log_json */
 
-/* Apply value v of flag f to o; NULL, or what a valid value looks like. */
-static const char *apply(etl_opts *o, int f, const char *v)
-{
-  long n = 0;
-  const char *bad;
-  switch (f) {
-  case F_SOURCE:
-    return *v ? (o->source = v, NULL) : "kafka://..., file:PATH or -";
-  case F_SINK:
-    return *v ? (o->sink = v, NULL) : "sqlite:PATH or postgres://...";
-  case F_USERS:
-  case F_GEO:
-  case F_FX:
-    return is_base_url(v) ? (o->api[f - F_USERS] = v, NULL) : "an http:// or https:// URL";
-  case F_LISTEN:
-    return *v ? (o->listen = v, NULL) : "an address host:port";
-  case F_DEBUG_LISTEN:
-    return o->debug_listen = v, NULL;
-  case F_ENRICH_CONCURRENCY:
-    return (bad = apply_count(v, 1, &n)) ? bad : (o->enrich_concurrency = (int)n, NULL);
-  case F_CHANNEL_CAPACITY:
-    return (bad = apply_count(v, 1, &n)) ? bad : (o->channel_capacity = (size_t)n, NULL);
-  case F_BATCH_SIZE:
-    return (bad = apply_count(v, 1, &n)) ? bad : (o->batch_size = (size_t)n, NULL);
-  case F_BATCH_WAIT:
-    return apply_duration(v, &o->batch_wait, true);
-  case F_CALL_TIMEOUT:
-    return apply_duration(v, &o->call_timeout, false);
-  case F_RETRIES:
-    return (bad = apply_count(v, 1, &n)) ? bad : (o->retries = (int)n, NULL);
-  case F_BREAKER_FAILURES:
-    return (bad = apply_count(v, 1, &n)) ? bad : (o->breaker_failures = (int)n, NULL);
-  case F_BREAKER_OPEN:
-    return apply_duration(v, &o->breaker_open, false);
-  case F_DRAIN_TIMEOUT:
-    return apply_duration(v, &o->drain_timeout, false);
-  case F_ON_ENRICH_FAILURE:
-    if (!strcmp(v, "partial") || !strcmp(v, "dlq") || !strcmp(v, "fail"))
-      return o->on_failure = !strcmp(v, "partial") ? ETL_PARTIAL
-                             : !strcmp(v, "dlq")   ? ETL_DLQ
-                                                   : ETL_FAIL,
-             NULL;
-    return "partial, dlq or fail";
-  case F_LOG_FORMAT:
-    if (strcmp(v, "json") && strcmp(v, "text"))
-      return "json or text";
-    return o->log_json = strcmp(v, "json") == 0, NULL;
-  case F_LOG_LEVEL:
-    return parse_level(v, &o->log_level) ? "debug, info, warn or error" : NULL;
-  }
-  return "?";
-}
+#define COUNT(name, lvalue) APP_INT(name, lvalue, 1, 100000000, "an integer >= 1")
 
-static int flag_index(const char *name, size_t len)
-{
-  for (int f = 0; f < F_COUNT; f++)
-    if (strlen(flag_names[f]) == len && strncmp(flag_names[f], name, len) == 0)
-      return f;
-  return -1;
-}
-
-/* Read the ETL_<FLAG> variables into vals; from[f] names the variable (in env). */
-static void read_env(const char **vals, const char **from, char env[][64])
-{
-  for (int f = 0; f < F_COUNT; f++) {
-    snprintf(env[f], 64, "ETL_");
-    for (const char *p = flag_names[f]; *p; p++)
-      env[f][strlen(env[f])] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
-    if ((vals[f] = getenv(env[f])))
-      from[f] = env[f];
-  }
-}
-
-/* The environment first, then argv over it. 0, 1 for --help, -1 after printing. */
+/* The flags, in the order their values are checked; then the required ones. */
 static int parse_args(int argc, char **argv, etl_opts *o)
 {
-  const char *vals[F_COUNT] = {0}, *from[F_COUNT] = {0};
-  char env[F_COUNT][64] = {{0}};
-  read_env(vals, from, env);
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "-help"))
-      return 1;
-    if (a[0] != '-' || a[1] == '\0')
-      return fprintf(stderr, "weft-etl: unexpected argument %s\n", a), -1;
-    a += 1 + (a[1] == '-');
-    const char *eq = strchr(a, '=');
-    int f = flag_index(a, eq ? (size_t)(eq - a) : strlen(a));
-    if (f < 0)
-      return fprintf(stderr, "weft-etl: unknown flag %s\n", argv[i]), -1;
-    if (!eq && i + 1 >= argc)
-      return fprintf(stderr, "weft-etl: flag --%s needs a value\n", flag_names[f]), -1;
-    vals[f] = eq ? eq + 1 : argv[++i];
-    from[f] = "the command line";
-  }
-  for (int f = 0; f < F_COUNT; f++) {
-    const char *want = vals[f] ? apply(o, f, vals[f]) : NULL;
-    if (want)
-      return fprintf(stderr, "weft-etl: invalid --%s \"%s\" (from %s): want %s\n",
-                     flag_names[f], vals[f], from[f], want),
-             -1;
-  }
+  const char *positive = "a positive duration such as 2s";
+  app_flag table[] = {
+      APP_STRING("source", o->source, 1, "kafka://..., file:PATH or -"),
+      APP_STRING("sink", o->sink, 1, "sqlite:PATH or postgres://..."),
+      APP_CUSTOM("users", &o->api[ETL_API_USERS], parse_base_url, NULL),
+      APP_CUSTOM("geo", &o->api[ETL_API_GEO], parse_base_url, NULL),
+      APP_CUSTOM("fx", &o->api[ETL_API_FX], parse_base_url, NULL),
+      APP_STRING("listen", o->listen, 1, "an address host:port"),
+      APP_STRING("debug-listen", o->debug_listen, 0, NULL),
+      COUNT("enrich-concurrency", o->enrich_concurrency),
+      COUNT("channel-capacity", o->channel_capacity),
+      COUNT("batch-size", o->batch_size),
+      APP_DURATION("batch-wait", o->batch_wait, 0, "a duration such as 50ms"),
+      APP_DURATION("call-timeout", o->call_timeout, 1, positive),
+      COUNT("retries", o->retries),
+      COUNT("breaker-failures", o->breaker_failures),
+      APP_DURATION("breaker-open", o->breaker_open, 1, positive),
+      APP_DURATION("drain-timeout", o->drain_timeout, 1, positive),
+      APP_CHOICE("on-enrich-failure", o->on_failure, policies, "partial, dlq or fail"),
+      APP_CHOICE("log-format", o->log_json, log_formats, "json or text"),
+      APP_CUSTOM("log-level", &o->log_level, parse_level, NULL),
+  };
+  app_flags f = {.flags = table, .nflags = sizeof table / sizeof *table, .env_prefix = "ETL_"};
+  app_flag_error e;
+  char line[256];
+  int rc = app_flags_parse(&f, argc, argv, &e);
+  if (rc > 0)
+    return rc;
+  if (rc < 0 && e.problem == APP_FLAG_UNKNOWN)
+    return fprintf(stderr, "weft-etl: unknown flag %s\n", e.arg), -1;
+  if (rc < 0 && e.problem == APP_FLAG_INVALID)
+    return fprintf(stderr, "weft-etl: invalid --%s \"%s\" (from %s): want %s\n", e.name,
+                   e.value, *e.env ? e.env : "the command line", e.want),
+           -1;
+  if (rc < 0)
+    return fprintf(stderr, "weft-etl: %s\n", app_flags_error_line(&e, line, sizeof line)), -1;
   for (int a = 0; a < ETL_API_COUNT; a++)
     if (!o->api[a])
-      return fprintf(stderr, "weft-etl: --%s is required\n", flag_names[F_USERS + a]), -1;
+      return fprintf(stderr, "weft-etl: --%s is required\n", etl_api_names[a]), -1;
   return 0;
 }
 
@@ -313,16 +146,6 @@ static void serve_main(void *arg)
   http_serve *hs = arg;
   weft_http_server_serve(hs->srv, hs->fd);
   weft_wg_done(hs->serving);
-}
-
-static weft_logger *make_logger(const etl_opts *o)
-{
-  weft_log_options lo = {.level = o->log_level};
-  weft_log_handler *h =
-      o->log_json ? weft_log_json_handler_new(&lo) : weft_log_text_handler_new(&lo);
-  weft_logger *l = weft_logger_new(h);
-  weft_log_handler_release(h);
-  return l;
 }
 
 /* Open the sink, the source and the listeners. Returns 0 or the exit code (the reason
@@ -391,7 +214,7 @@ static int run(void *arg)
 {
   etl_app *app = arg;
   weft_signal_ctx *sc = weft_signal_ctx_new(NULL, NULL, 0);
-  app->log = make_logger(app->o);
+  app->log = app_logger_new(app->o->log_json, app->o->log_level);
   app->reg = weft_metrics_default();
   if (!sc || !app->log || !app->reg) {
     fputs("weft-etl: out of memory\n", stderr);

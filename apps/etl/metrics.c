@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/metrics.h"
 #include "etl.h"
 
 static void collect(weft_metrics_emitter *em, void *arg)
@@ -37,11 +38,6 @@ static void collect(weft_metrics_emitter *em, void *arg)
   weft_metrics_emit(
       em, "etl_draining", "1 once a signal asked the pipeline to drain.", WEFT_METRIC_GAUGE,
       (double)atomic_load_explicit(&app->draining, memory_order_relaxed), 0, NULL, NULL);
-}
-
-static int ok(int rc)
-{
-  return rc == -EEXIST ? 0 : rc;
 }
 
 int etl_metrics_init(etl_app *app)
@@ -77,9 +73,7 @@ int etl_metrics_init(etl_app *app)
           : weft_histogram_new(app->reg, "etl_sink_batch_duration_seconds",
                                "Time to write and commit one batch.", nb, buckets,
                                &m->batch_time);
-  rc = rc ? rc : ok(weft_metrics_register_runtime(app->reg));
-  rc = rc ? rc : ok(weft_metrics_register_process(app->reg));
-  return rc ? rc : ok(weft_metrics_register_collector(app->reg, collect, app));
+  return rc ? rc : app_metrics_register_std(app->reg, collect, app);
 }
 
 void etl_metrics_fini(etl_app *app)
@@ -121,14 +115,5 @@ void etl_metrics_written(etl_app *app, etl_item *const *items, size_t n, int64_t
 
 char *etl_metrics_text(etl_app *app, size_t *len)
 {
-  char *buf = NULL;
-  FILE *f = open_memstream(&buf, len);
-  if (!f)
-    return NULL;
-  int rc = weft_metrics_write_prometheus(app->reg, f);
-  if (fclose(f) != 0 || rc < 0) {
-    free(buf);
-    return NULL;
-  }
-  return buf;
+  return app_metrics_text(app->reg, len);
 }

@@ -22,9 +22,9 @@ typedef struct sqlite_sink {
 } sqlite_sink;
 
 static const char schema[] =
+    "PRAGMA busy_timeout=10000;" /* first: the next one may meet a reader's lock */
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=FULL;"
-    "PRAGMA busy_timeout=10000;"
     "CREATE TABLE IF NOT EXISTS enriched_events("
     " event_id TEXT PRIMARY KEY, ts TEXT NOT NULL, user_id TEXT NOT NULL, tier TEXT,"
     " user_country TEXT, ip TEXT NOT NULL, ip_country TEXT, city TEXT,"

@@ -272,12 +272,33 @@ static void tick(kafka_source *s)
   }
 }
 
-/* start_close: leave the group. The final commit happens in the revoke this triggers. */
+/* final_commit_pending: on a close with commit, the marks are committed while this
+ * member is still in the group, retried (the coordinator may be moving: "waiting for
+ * coordinator", REBALANCE_IN_PROGRESS) until they land or revoke_timeout passes; only then
+ * does it leave. Leaving first could end the consumer before a failed commit was retried. */
+static bool final_commit_pending(kafka_source *s)
+{
+  if (!atomic_load(&s->close_commit) || s->phase != REVOKE_NONE)
+    return false;
+  int64_t now = weft_now();
+  if (!s->final_until) {
+    s->final_until = now + s->revoke_timeout;
+    s->retry_at = 0;
+    kafka_commit_marks(s);
+  }
+  if (kafka_all_committed(s))
+    return false;
+  if (now >= s->final_until) {
+    weft_log_warn(s->log, NULL, "kafka: final commit not confirmed in time; leaving the group");
+    return false;
+  }
+  return true; /* tick() retries at retry_at */
+}
+
+/* start_close: leave the group. A revoke this triggers commits what is left. */
 static void start_close(kafka_source *s)
 {
   s->closing = true;
-  if (atomic_load(&s->close_commit) && s->phase == REVOKE_NONE)
-    kafka_commit_marks(s);
   rd_kafka_error_t *err = rd_kafka_consumer_close_queue(s->rk, s->queue);
   if (err) {
     weft_log_warn(s->log, NULL, "kafka close failed",
@@ -293,6 +314,8 @@ static int64_t next_deadline(kafka_source *s)
     d = s->phase_deadline;
   if (s->retry_at && s->retry_at < d)
     d = s->retry_at;
+  if (s->final_until && !s->closing && s->final_until < d)
+    d = s->final_until;
   if (s->closing && weft_now() + KAFKA_CLOSE_POLL < d) /* closed() raises no event */
     d = weft_now() + KAFKA_CLOSE_POLL;
   return d;
@@ -304,7 +327,7 @@ static void pump(void *arg)
   s->next_tick = weft_now() + s->commit_interval;
   while (!atomic_load(&s->abort_now)) {
     drain_wake(s);
-    if (atomic_load(&s->stop) && !s->closing)
+    if (atomic_load(&s->stop) && !s->closing && !final_commit_pending(s))
       start_close(s);
     if (flush_held(s))
       serve_queue(s);

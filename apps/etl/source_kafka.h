@@ -19,7 +19,8 @@
 enum {
   KAFKA_CHAN_CAPACITY = 1000, /* the contract's default channel capacity */
 };
-#define KAFKA_COMMIT_RETRY    ((int64_t)100 * 1000000) /* ns after a failed commit */
+#define KAFKA_COMMIT_RETRY    ((int64_t)100 * 1000000)   /* ns after a failed commit */
+#define KAFKA_COMMIT_STALE    ((int64_t)30 * 1000000000) /* ns: an unanswered commit */
 #define KAFKA_DEFAULT_COMMIT  ((int64_t)1000 * 1000000)
 #define KAFKA_DEFAULT_REVOKE  ((int64_t)10000 * 1000000)
 #define KAFKA_REVOKE_REFUSALS 3 /* refused revoke commits before the marks are carried */
@@ -74,10 +75,12 @@ typedef struct kafka_source {
   etl_message *held_msg;  /* its message waiting for room in msgs */
   bool msgs_closed;       /* msgs was closed (fatal error) */
   bool closing;           /* rd_kafka_consumer_close_queue was called */
+  int64_t final_until;    /* 0, or until when the final commit is retried before leaving */
   revoke_phase phase;
   int64_t phase_deadline; /* weft_now() ns */
   int64_t next_tick;      /* next periodic commit and lag refresh */
   int64_t retry_at;       /* 0 or when a failed commit is tried again */
+  int64_t commit_sent_at; /* 0, or when the commit in flight was sent (one at a time) */
   int revoke_refusals;    /* commits the group refused during this revoke */
   kafka_carry *carry;     /* the last revoke's marks, ncarry of carry_cap */
   size_t ncarry, carry_cap;
@@ -102,6 +105,8 @@ void kafka_commit_marks(kafka_source *s);
 void kafka_on_commit_result(kafka_source *s, rd_kafka_event_t *ev);
 /* kafka_may_commit: false once a close without commit began. */
 bool kafka_may_commit(kafka_source *s);
+/* kafka_all_committed: every assigned partition's low-water mark is confirmed committed. */
+bool kafka_all_committed(kafka_source *s);
 /* kafka_on_rebalance: an assignment or a revoke from the queue. */
 void kafka_on_rebalance(kafka_source *s, rd_kafka_event_t *ev);
 /* kafka_revoke_step: move a revoke on as far as it can go now (phase != REVOKE_NONE). */

@@ -1,15 +1,14 @@
 /* main.c: weft-load's command line: flags into a load_config, the run, the reports, and
  * the exit code (0 done, 1 target unreachable or a report could not be written, 2 bad
  * flags, with one line on stderr). See README.md. */
-#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/values.h"
 #include "load.h"
 
 static void usage(FILE *f)
@@ -46,46 +45,13 @@ __attribute__((format(printf, 1, 2))) static int bad_flags(const char *fmt, ...)
   return 2;
 }
 
-/* "1h30m", "500ms", "2.5s", or a bare number of seconds, into ns > 0. */
+/* A duration (common/values.h) into ns > 0. */
 static int parse_duration(const char *s, int64_t *ns)
 {
-  static const struct {
-    const char *unit;
-    double mult;
-  } units[] = {{"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
-  double total = 0;
-  if (!*s)
+  int64_t v;
+  if (app_parse_duration(s, &v) || v < 1)
     return -EINVAL;
-  while (*s) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0 || !isfinite(v))
-      return -EINVAL;
-    size_t un = strspn(end, "nsumh");
-    double mult = un == 0 && !*end ? 1e9 : -1;
-    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
-      if (un == strlen(units[i].unit) && strncmp(end, units[i].unit, un) == 0)
-        mult = units[i].mult;
-    if (mult < 0)
-      return -EINVAL;
-    total += v * mult;
-    s = end + un;
-  }
-  if (total < 1 || total > 9e18)
-    return -EINVAL;
-  *ns = (int64_t)total;
-  return 0;
-}
-
-static int parse_count(const char *s, long long min, long long max, long long *out)
-{
-  char *end;
-  errno = 0;
-  long long v = strtoll(s, &end, 10);
-  if (errno || end == s || *end || v < min || v > max)
-    return -EINVAL;
-  *out = v;
-  return 0;
+  return *ns = v, 0;
 }
 
 static int parse_rate(const char *s, double *rate)
@@ -181,7 +147,7 @@ static int parse_flag(struct load_config *cfg, int opt, const char *v, char **bo
     return parse_rate(v, &cfg->rate) ? bad_flags("bad --rate %s", v) : 0;
   case OPT_CONNS:
   case OPT_MAX_CONNS:
-    if (parse_count(v, 1, 100000, &n))
+    if (app_parse_int(v, 1, 100000, &n))
       return bad_flags("bad --%s %s", opt == OPT_CONNS ? "connections" : "max-connections", v);
     *(opt == OPT_CONNS ? &cfg->connections : &cfg->max_connections) = (int)n;
     return 0;
@@ -192,7 +158,7 @@ static int parse_flag(struct load_config *cfg, int opt, const char *v, char **bo
   case OPT_PROGRESS:
     return parse_duration(v, &cfg->progress) ? bad_flags("bad --progress %s", v) : 0;
   case OPT_REQUESTS:
-    if (parse_count(v, 1, (long long)1e15, &n))
+    if (app_parse_int(v, 1, (long long)1e15, &n))
       return bad_flags("bad --requests %s", v);
     cfg->requests = (uint64_t)n;
     return 0;

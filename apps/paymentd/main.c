@@ -14,38 +14,19 @@
  * all under one deadline. A second signal, or the deadline, exits 1 at once: nothing is
  * lost that was answered 200, since a 200 is sent only after its commit. */
 #define _GNU_SOURCE
-#include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
+#include "common/flags.h"
+#include "common/logger.h"
+#include "common/values.h"
 #include "paymentd.h"
 
 #define SEC          ((int64_t)1000000000)
 #define PG_CONNS_MAX 16 /* PostgreSQL connections per process at most */
-
-enum {
-  F_LISTEN,
-  F_DEBUG_LISTEN,
-  F_WORKERS,
-  F_QUEUE,
-  F_STORE,
-  F_WORK_MS,
-  F_REQUEST_TIMEOUT,
-  F_SHUTDOWN_TIMEOUT,
-  F_LOG_FORMAT,
-  F_LOG_LEVEL,
-  F_AUTH_TOKENS,
-  F_COUNT
-};
-
-static const char *const flag_names[F_COUNT] = {
-    "listen",          "debug-listen",     "workers",    "queue",     "store",      "work-ms",
-    "request-timeout", "shutdown-timeout", "log-format", "log-level", "auth-tokens"};
 
 static void usage(FILE *f)
 {
@@ -65,150 +46,44 @@ static void usage(FILE *f)
         f);
 }
 
-/* Go's time.ParseDuration, plus a bare number meaning seconds. */
-static int parse_duration(const char *s, int64_t *ns)
+static const char *const log_formats[] = {"text", "json", NULL}; /* index: log_json */
+
+static const char *parse_level(const char *v, void *level)
 {
-  static const struct {
-    const char *unit;
-    double mult;
-  } units[] = {{"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
-  double total = 0;
-  if (!*s)
-    return -EINVAL;
-  while (*s) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0 || !isfinite(v) || !(isdigit((unsigned char)*s) || *s == '.'))
-      return -EINVAL;
-    size_t un = strspn(end, "nsumh");
-    double mult = un == 0 && !*end && total == 0 ? 1e9 : -1;
-    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
-      if (un == strlen(units[i].unit) && strncmp(end, units[i].unit, un) == 0)
-        mult = units[i].mult;
-    if (mult < 0)
-      return -EINVAL;
-    total += v * mult;
-    s = end + un;
-  }
-  if (total > 9e18)
-    return -EINVAL;
-  *ns = (int64_t)total;
-  return 0;
+  return app_parse_log_level(v, level) ? "debug, info, warn or error" : NULL;
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (!*s || *end || errno || v < lo || v > hi || isspace((unsigned char)*s))
-    return -EINVAL;
-  *out = v;
-  return 0;
-}
-
-static int parse_level(const char *s, int *level)
-{
-  static const struct {
-    const char *name;
-    int level;
-  } levels[] = {{"debug", WEFT_LOG_DEBUG},
-                {"info", WEFT_LOG_INFO},
-                {"warn", WEFT_LOG_WARN},
-                {"warning", WEFT_LOG_WARN},
-                {"error", WEFT_LOG_ERROR}};
-  for (size_t i = 0; i < sizeof levels / sizeof *levels; i++)
-    if (strcasecmp(s, levels[i].name) == 0)
-      return *level = levels[i].level, 0;
-  return -EINVAL;
-}
-
-/* Apply value v of flag f to o; NULL, or what a valid value looks like. */
-static const char *apply(pay_opts *o, int f, const char *v)
-{
-  long n;
-  switch (f) {
-  case F_LISTEN:
-    return *v ? (o->listen = v, NULL) : "an address host:port";
-  case F_DEBUG_LISTEN:
-    return o->debug_listen = v, NULL;
-  case F_WORKERS:
-    return parse_int(v, 1, 1000000, &n) ? "an integer >= 1" : (o->workers = (int)n, NULL);
-  case F_QUEUE:
-    return parse_int(v, 1, 100000000, &n) ? "an integer >= 1" : (o->queue = n, NULL);
-  case F_STORE:
-    return *v ? (o->store = v, NULL) : "sqlite:PATH, memory: or postgres://...";
-  case F_WORK_MS:
-    return parse_int(v, 0, 3600000, &n) ? "an integer >= 0" : (o->work_ms = n, NULL);
-  case F_REQUEST_TIMEOUT:
-    return parse_duration(v, &o->request_timeout) || o->request_timeout <= 0
-               ? "a positive duration such as 5s"
-               : NULL;
-  case F_SHUTDOWN_TIMEOUT:
-    return parse_duration(v, &o->shutdown_timeout) ? "a duration such as 30s" : NULL;
-  case F_LOG_FORMAT:
-    if (strcmp(v, "json") && strcmp(v, "text"))
-      return "json or text";
-    return o->log_json = strcmp(v, "json") == 0, NULL;
-  case F_LOG_LEVEL:
-    return parse_level(v, &o->log_level) ? "debug, info, warn or error" : NULL;
-  case F_AUTH_TOKENS:
-    return *v ? (o->auth_tokens = v, NULL) : "a file name";
-  }
-  return "?";
-}
-
-static int flag_index(const char *name, size_t len)
-{
-  for (int f = 0; f < F_COUNT; f++)
-    if (strlen(flag_names[f]) == len && strncmp(flag_names[f], name, len) == 0)
-      return f;
-  return -1;
-}
-
-/* The environment first, then argv over it. 0, 1 for --help, -1 after printing. */
+/* The flags, in the order their values are checked. */
 static int parse_args(int argc, char **argv, pay_opts *o)
 {
-  const char *vals[F_COUNT] = {0}, *from[F_COUNT] = {0};
-  for (int f = 0; f < F_COUNT; f++) {
-    char env[64] = "PAYMENTD_";
-    for (const char *p = flag_names[f]; *p; p++)
-      env[strlen(env)] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
-    if ((vals[f] = getenv(env)))
-      from[f] = "environment";
-  }
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "-help"))
-      return 1;
-    if (a[0] != '-' || a[1] == '\0') {
-      fprintf(stderr, "paymentd: unexpected argument %s\n", a);
-      return -1;
-    }
-    a += 1 + (a[1] == '-');
-    const char *eq = strchr(a, '=');
-    int f = flag_index(a, eq ? (size_t)(eq - a) : strlen(a));
-    if (f < 0) {
-      fprintf(stderr, "paymentd: unknown flag -%s%.*s\n", argv[i][1] == '-' ? "-" : "",
-              (int)(eq ? eq - a : (long)strlen(a)), a);
-      return -1;
-    }
-    if (!eq && i + 1 >= argc) {
-      fprintf(stderr, "paymentd: flag --%s needs a value\n", flag_names[f]);
-      return -1;
-    }
-    vals[f] = eq ? eq + 1 : argv[++i];
-    from[f] = "flag";
-  }
-  for (int f = 0; f < F_COUNT; f++) {
-    const char *want = vals[f] ? apply(o, f, vals[f]) : NULL;
-    if (want) {
-      fprintf(stderr, "paymentd: invalid --%s \"%s\" (%s): want %s\n", flag_names[f], vals[f],
-              from[f], want);
-      return -1;
-    }
-  }
-  return 0;
+  app_flag table[] = {
+      APP_STRING("listen", o->listen, 1, "an address host:port"),
+      APP_STRING("debug-listen", o->debug_listen, 0, NULL),
+      APP_INT("workers", o->workers, 1, 1000000, "an integer >= 1"),
+      APP_INT("queue", o->queue, 1, 100000000, "an integer >= 1"),
+      APP_STRING("store", o->store, 1, "sqlite:PATH, memory: or postgres://..."),
+      APP_INT("work-ms", o->work_ms, 0, 3600000, "an integer >= 0"),
+      APP_DURATION("request-timeout", o->request_timeout, 1, "a positive duration such as 5s"),
+      APP_DURATION("shutdown-timeout", o->shutdown_timeout, 0, "a duration such as 30s"),
+      APP_CHOICE("log-format", o->log_json, log_formats, "json or text"),
+      APP_CUSTOM("log-level", &o->log_level, parse_level, NULL),
+      APP_STRING("auth-tokens", o->auth_tokens, 1, "a file name"),
+  };
+  app_flags f = {
+      .flags = table, .nflags = sizeof table / sizeof *table, .env_prefix = "PAYMENTD_"};
+  app_flag_error e;
+  char line[256];
+  int rc = app_flags_parse(&f, argc, argv, &e);
+  if (rc >= 0)
+    return rc;
+  if (e.problem == APP_FLAG_UNKNOWN) /* echoes the dashes as written */
+    fprintf(stderr, "paymentd: unknown flag -%s%s\n", e.arg[1] == '-' ? "-" : "", e.name);
+  else if (e.problem == APP_FLAG_INVALID)
+    fprintf(stderr, "paymentd: invalid --%s \"%s\" (%s): want %s\n", e.name, e.value,
+            *e.env ? "environment" : "flag", e.want);
+  else
+    fprintf(stderr, "paymentd: %s\n", app_flags_error_line(&e, line, sizeof line));
+  return -1;
 }
 
 int pay_store_open(const char *spec, const pay_store_options *o, pay_store **out, char *err,
@@ -315,16 +190,6 @@ static int await_shutdown(pay_app *app, weft_signal_ctx *sc, pay_shutdown *s)
   _exit(1);
 }
 
-static weft_logger *make_logger(const pay_opts *o)
-{
-  weft_log_options lo = {.level = o->log_level};
-  weft_log_handler *h =
-      o->log_json ? weft_log_json_handler_new(&lo) : weft_log_text_handler_new(&lo);
-  weft_logger *l = weft_logger_new(h);
-  weft_log_handler_release(h);
-  return l;
-}
-
 /* Listen and announce the address actually bound ("127.0.0.1:0" gets its port). */
 static int listen_on(pay_app *app, const char *addr, int *fd, char *bound, size_t len)
 {
@@ -417,7 +282,7 @@ static int run(void *arg)
   pay_app *app = arg;
   /* Catch SIGINT and SIGTERM before anything is announced. */
   weft_signal_ctx *sc = weft_signal_ctx_new(NULL, NULL, 0);
-  app->log = make_logger(app->o);
+  app->log = app_logger_new(app->o->log_json, app->o->log_level);
   app->reg = weft_metrics_default();
   app->workers = app->o->workers ? app->o->workers : weft_procs();
   pay_inflight_init(&app->inflight);

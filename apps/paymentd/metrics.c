@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/metrics.h"
 #include "paymentd.h"
 
 static void collect(weft_metrics_emitter *em, void *arg)
@@ -25,12 +26,6 @@ static void collect(weft_metrics_emitter *em, void *arg)
                     (double)app->workers, 0, NULL, NULL);
   weft_metrics_emit(em, "paymentd_workers_busy", "Workers processing a confirmation.",
                     WEFT_METRIC_GAUGE, (double)st.busy, 0, NULL, NULL);
-}
-
-/* Tolerate families that exist already (a registry keeps them for the process). */
-static int ok(int rc)
-{
-  return rc == -EEXIST ? 0 : rc;
 }
 
 int pay_metrics_init(pay_app *app)
@@ -57,9 +52,7 @@ int pay_metrics_init(pay_app *app)
                                "Time a worker spends on one confirmation.",
                                (int)(sizeof work_buckets / sizeof *work_buckets), work_buckets,
                                &m->processing);
-  rc = rc ? rc : ok(weft_metrics_register_runtime(app->reg));
-  rc = rc ? rc : ok(weft_metrics_register_process(app->reg));
-  return rc ? rc : ok(weft_metrics_register_collector(app->reg, collect, app));
+  return rc ? rc : app_metrics_register_std(app->reg, collect, app);
 }
 
 void pay_metrics_request(pay_app *app, const char *route, int code, int64_t ns)
@@ -94,16 +87,7 @@ void pay_metrics_processing(pay_app *app, int64_t ns)
 
 char *pay_metrics_text(pay_app *app, size_t *len)
 {
-  char *buf = NULL;
-  FILE *f = open_memstream(&buf, len);
-  if (!f)
-    return NULL;
-  int rc = weft_metrics_write_prometheus(app->reg, f);
-  if (fclose(f) != 0 || rc < 0) {
-    free(buf);
-    return NULL;
-  }
-  return buf;
+  return app_metrics_text(app->reg, len);
 }
 
 void pay_metrics_fini(pay_app *app)

@@ -51,13 +51,14 @@ typedef struct sql_put {
   weft_chan *done; /* int, capacity 1: the result */
 } sql_put;
 
-static const char schema[] = "PRAGMA journal_mode=WAL;"
-                             "PRAGMA synchronous=FULL;"
-                             "PRAGMA busy_timeout=5000;"
-                             "CREATE TABLE IF NOT EXISTS payments("
-                             " id TEXT PRIMARY KEY, amount_cents INTEGER NOT NULL,"
-                             " currency TEXT NOT NULL, account TEXT NOT NULL,"
-                             " confirmed_at TEXT NOT NULL)";
+static const char schema[] =
+    "PRAGMA busy_timeout=5000;" /* first: journal_mode may wait for a lock */
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=FULL;"
+    "CREATE TABLE IF NOT EXISTS payments("
+    " id TEXT PRIMARY KEY, amount_cents INTEGER NOT NULL,"
+    " currency TEXT NOT NULL, account TEXT NOT NULL,"
+    " confirmed_at TEXT NOT NULL)";
 
 /* ---- blocking-pool side ---- */
 

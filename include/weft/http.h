@@ -63,7 +63,12 @@ WEFT_API int weft_http_request_header_at(const weft_http_request *r, size_t i,
 WEFT_API int64_t weft_http_request_content_length(const weft_http_request *r);
 /* The peer's address ("127.0.0.1:50312", "[::1]:50312" or "@" for Unix sockets). */
 WEFT_API const char *weft_http_request_remote_addr(const weft_http_request *r);
-/* A context done when the server shuts down forcibly or the connection fails; the
+/* A context done when the server shuts down forcibly, when the handler returns, or when
+ * the client goes away (Go's r.Context()): unless the server's cancel_on_disconnect is < 0,
+ * once the handler has asked for it and the body is read to its end (or none was sent),
+ * an end of stream or a reset from the client cancels it with cause -ECONNRESET
+ * (weft_ctx_cause). A client's half-close (shutdown(SHUT_WR) after its request) counts as
+ * going away, as in Go; a pipelined next request ends the watch without cancelling. The
  * request's values (weft_ctx_value) come from the server's base context. It carries the
  * request's server span (weft/trace.h): a child of the span in a valid traceparent
  * header, else the root of a new trace. Borrowed. */
@@ -162,6 +167,9 @@ typedef struct weft_http_server_config {
   int64_t write_timeout;         /* for each write of the response: 30 s */
   int64_t idle_timeout;          /* keep-alive wait for the next request's first byte: 60 s */
   int64_t tls_handshake_timeout; /* 10 s */
+  /* 0 (the default) or > 0: cancel a request's context (weft_http_request_ctx) with cause
+   * -ECONNRESET when its client goes away while the handler runs; < 0: never. */
+  int cancel_on_disconnect;
 } weft_http_server_config;
 
 /* weft_http_server_new: a server; copies cfg. Returns NULL for -ENOMEM or a missing

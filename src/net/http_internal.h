@@ -20,6 +20,8 @@
 #include "weft/net.h"
 #include "weft/sync.h"
 
+#include "net/http_server_watch.h"
+
 /* ---- arena: bump allocation for one request's strings ---- */
 
 struct arena_block;
@@ -153,6 +155,7 @@ struct http_conn {
   int requests;                  /* served on this connection */
   bool http10;                   /* the current request is HTTP/1.0 */
   bool drained;                  /* the last read of rbuf came back short: socket empty */
+  struct http_watch watch;       /* the disconnect watcher (http_server_watch.c) */
   enum http_conn_state state;    /* guarded by srv->lock */
   struct http_conn *next, *prev; /* guarded by srv->lock */
 };

@@ -191,9 +191,11 @@ const char *weft_http_request_remote_addr(const weft_http_request *r)
 weft_ctx *weft_http_request_ctx(const weft_http_request *r)
 {
   weft_http_request *m = (weft_http_request *)r; /* created on first use */
-  if (!m->ctx) /* the server span: the caller's traceparent is parsed only now */
+  if (!m->ctx) { /* the server span: the caller's traceparent is parsed only now */
     m->ctx = weft_trace_server_ctx(r->hc->srv->force_ctx,
                                    weft_http_request_header(r, "traceparent"));
+    weft__http_watch_start(m); /* cancel it if the client goes away */
+  }
   return m->ctx ? m->ctx : r->hc->srv->force_ctx;
 }
 
@@ -327,10 +329,12 @@ ssize_t weft_http_request_read_body(weft_http_request *r, void *buf, size_t len)
   while (r->pending_len == 0) {
     int rc = next_chunk(r);
     if (rc <= 0) {
-      if (rc == 0)
+      if (rc == 0) {
         r->body_done = true;
-      else
+        weft__http_watch_start(r); /* the socket is free to watch now */
+      } else {
         r->body_err = rc;
+      }
       return rc;
     }
   }

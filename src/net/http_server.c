@@ -13,6 +13,10 @@
  * every request's context) is cancelled, so handlers waiting on I/O or their context
  * end too.
  *
+ * While a handler runs, a watcher coroutine may watch its socket for a client gone away
+ * (http_server_watch.c): weft__http_watch_begin and _end bracket the handler, and _end
+ * joins the watcher before the connection reads its socket again.
+ *
  * Lock order: srv->lock is a leaf; nothing parks while holding it (shutdown(2) does not
  * block). */
 #include <arpa/inet.h>
@@ -222,7 +226,9 @@ static bool serve_request(struct http_conn *hc, weft_http_request *r)
   hc->requests++;
   weft__http_response_init(&w, hc, r);
   atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed);
+  weft__http_watch_begin(hc);
   s->cfg.handler(&w, r, s->cfg.handler_arg);
+  weft__http_watch_end(hc, r); /* before anything reads the socket again */
   atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
   int err = weft__http_response_finish(&w, r);
   bool keep = !err && !w.close_after && !atomic_load(&s->shutting_down) &&

@@ -1,4 +1,5 @@
-/* paymentd_harness.h: the child runner and HTTP helpers of tests/apps/test_paymentd.c.
+/* paymentd_harness.h: the paymentd-specific helpers of tests/apps/test_paymentd.c, on the
+ * shared app test harness (tests/apps/harness/: child.h, http.h, fixture.h).
  *
  * A test starts the built paymentd (or PAYMENTD_BIN) as a child on a free loopback port,
  * with its output in a file under tmp_dir (made by setup, removed by teardown, which also
@@ -6,7 +7,7 @@
  * with a receive timeout, so that every call is bounded in time. Everything here runs on
  * the test's own threads (no weft runtime); the helpers that check (expect_*, start_*,
  * stop_daemon) fail the cmocka test and so may only be called from the test's thread;
- * http, post, read_resp and write_req may be called from any thread. */
+ * post (like http.h's calls) may be called from any thread. */
 #ifndef PAYMENTD_HARNESS_H
 #define PAYMENTD_HARNESS_H
 
@@ -18,70 +19,24 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-enum { MAX_ARGV = 48, MAX_IDS = 256 };
+#include "child.h"
+#include "fixture.h"
+#include "http.h"
 
-/* A NULL-terminated argument or environment list. */
-#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+enum { MAX_IDS = 256 };
 
-extern char tmp_dir[256];    /* this test's temporary directory (setup, teardown) */
-extern const char JSON_CT[]; /* "Content-Type: application/json\r\n" */
+/* POST /v1/payments/{id}/confirm with a JSON body. */
+void post(int port, const char *id, const char *body, struct resp *r);
+/* A keep-alive connection with one request answered on it. */
+int open_conn(int port);
 
-int64_t mono_ms(void);
-void sleep_ms(int ms);
-char *slurp(const char *path); /* a file's contents (malloc'd; "" when unreadable) */
+/* ---- paymentd as a child (child.h) ---- */
 
-/* ---- the child ---- */
-
-struct daemon {
-  pid_t pid;
-  int port;
-  char log[512]; /* its stdout and stderr */
-  int status;    /* wait status once reaped */
-  bool reaped;
-};
-
-/* Spawn the binary with args and env additions (NULL-terminated), output to log. */
-pid_t spawn_child(const char *const *args, const char *const *env, const char *log);
 /* Start it on a free port with args (and env) and wait until /healthz answers 200. */
 void start_daemon_env(struct daemon *d, const char *const *args, const char *const *env);
 void start_daemon(struct daemon *d, const char *const *args);
 /* SIGTERM, and the wait status (fails after timeout_ms). */
 int stop_daemon(struct daemon *d, int timeout_ms);
-/* Wait at most timeout_ms for the child; true when it exited (status in d). */
-bool wait_exit(struct daemon *d, int timeout_ms);
-/* A signal to the child (under TSan, to its polling thread: see the definition). */
-void send_signal(pid_t pid, int sig);
-void kill_daemon(struct daemon *d);
-void dump_log(const struct daemon *d);
-
-/* ---- HTTP over plain sockets ---- */
-
-struct resp {
-  int status; /* 0: no response */
-  char *head; /* the status line and headers */
-  char *body;
-  size_t body_len;
-  json_t *json; /* the body parsed, when it is JSON */
-  int64_t ms;   /* from connect to the whole response */
-};
-
-void resp_free(struct resp *r);
-/* The value of header name in r (a per-thread ring slot), or NULL. */
-const char *header(const struct resp *r, const char *name);
-/* A blocking loopback connection with 20 s send and receive timeouts, or -1. */
-int connect_to(int port);
-/* Read one response from fd (r->status 0 when none came). */
-void read_resp(int fd, struct resp *r);
-/* Send a request; extra: header lines each ending in \r\n, or NULL. */
-void write_req(int fd, const char *method, const char *path, const char *extra,
-               const char *body, size_t body_len, bool close_conn);
-/* One request on a new connection (Connection: close). */
-void http(int port, const char *method, const char *path, const char *extra, const char *body,
-          struct resp *r);
-/* POST /v1/payments/{id}/confirm with a JSON body. */
-void post(int port, const char *id, const char *body, struct resp *r);
-/* A keep-alive connection with one request answered on it. */
-int open_conn(int port);
 
 /* ---- checks (the test's thread only) ---- */
 

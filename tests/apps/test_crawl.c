@@ -37,6 +37,7 @@
 
 #include "coro_check.h"
 #include "weft/weft.h"
+#include "fixture.h"
 #include "weft_test.h"
 
 extern char **environ;
@@ -91,7 +92,6 @@ struct scenario {
 };
 
 static struct test_cert tls_cert;
-static char crawl_path[4400];
 
 /* ---- the local site ---- */
 
@@ -647,13 +647,6 @@ struct runner {
   atomic_int *active; /* the site's in-flight count, for sigint_active */
 };
 
-static int64_t mono_ms(void)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 struct buf {
   char *data;
   size_t len, cap;
@@ -696,7 +689,7 @@ static pid_t spawn_crawl(struct runner *rn, int in[2], int out[2], int err[2])
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  if (posix_spawn(&pid, crawl_path, &fa, &attr, rn->argv, environ) != 0)
+  if (posix_spawn(&pid, app_bin, &fa, &attr, rn->argv, environ) != 0)
     pid = -1;
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
@@ -819,7 +812,7 @@ static void run_one(struct scenario *sc, struct site *s, int i)
 {
   struct run_spec *spec = &sc->spec[i];
   struct run_result *res = &sc->res[i];
-  char *argv[MAX_ARGS + 2] = {crawl_path};
+  char *argv[MAX_ARGS + 2] = {app_bin};
   for (int a = 0; a < spec->nargs; a++)
     argv[a + 1] = expand(sc, spec->args[a]);
   char *in = spec->stdin_data ? expand(sc, spec->stdin_data) : NULL;
@@ -883,21 +876,7 @@ static void args(struct run_spec *spec, ...)
  * WEFT_CRAWL_BIN (to run these tests against another build, or the Go peer). */
 static bool find_crawler(void)
 {
-  const char *env = getenv("WEFT_CRAWL_BIN");
-  if (env && *env) {
-    snprintf(crawl_path, sizeof crawl_path, "%s", env);
-    return access(crawl_path, X_OK) == 0;
-  }
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return false;
-  self[n] = '\0';
-  char *slash = strrchr(self, '/');
-  if (slash)
-    *slash = '\0';
-  snprintf(crawl_path, sizeof crawl_path, "%s/../apps/crawl/weft-crawl", self);
-  return access(crawl_path, X_OK) == 0;
+  return app_find_bin("WEFT_CRAWL_BIN", "apps/crawl/weft-crawl");
 }
 
 static void dump_run(const struct run_result *r)

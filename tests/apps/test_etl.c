@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,227 +26,35 @@
 #include <arpa/inet.h>
 #include <sqlite3.h>
 
+#include "child.h"
+#include "fakeapi.h"
+#include "fixture.h"
 #include "weft_test.h"
 
-extern char **environ;
-
-enum { USERS = 0, GEO, FX, NAPI };
-static const char *const api_prefix[NAPI] = {"/users/", "/geo/", "/rates/"};
-
-static char bin_path[4200];
-static char tmp_dir[256];
-static char db_path[320], sink_arg[340], base_url[64];
-
-/* ---- the fake APIs ---- */
-
-#define MAX_CONNS 256
-static struct {
-  int fd, port;
-  pthread_t acceptor;
-  atomic_bool stop;
-  pthread_mutex_t mu;         /* guards conns, nconns */
-  pthread_t conns[MAX_CONNS]; /* connection threads, joined at stop */
-  int conn_fds[MAX_CONNS];    /* shut down at stop */
-  int nconns;
-  atomic_int hits[NAPI];       /* requests that reached each API */
-  atomic_int down[NAPI];       /* 1: answer 503 */
-  atomic_int fail_first[NAPI]; /* answer 503 while > 0, counting down */
-  atomic_int delay_ms;         /* every answer waits this long */
-} fake;
-
-static int64_t mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-  }
-}
-
-/* The answer to GET path: status and body. */
-static int answer(const char *path, char *body, size_t cap)
-{
-  int api = -1;
-  for (int i = 0; i < NAPI; i++)
-    if (strncmp(path, api_prefix[i], strlen(api_prefix[i])) == 0)
-      api = i;
-  if (api < 0)
-    return snprintf(body, cap, "{}"), 404;
-  const char *key = path + strlen(api_prefix[api]);
-  atomic_fetch_add(&fake.hits[api], 1);
-  if (atomic_load(&fake.delay_ms))
-    sleep_ms(atomic_load(&fake.delay_ms));
-  if (atomic_load(&fake.down[api]) || atomic_fetch_sub(&fake.fail_first[api], 1) > 0 ||
-      (api == FX && strcmp(key, "XXX") == 0))
-    return snprintf(body, cap, "{\"error\":\"down\"}"), 503;
-  size_t kl = strlen(key);
-  if (kl >= 3 && strcmp(key + kl - 3, "404") == 0)
-    return snprintf(body, cap, "{\"error\":\"not found\"}"), 404;
-  if (api == USERS)
-    snprintf(body, cap, "{\"user_id\":\"%.200s\",\"tier\":\"gold\",\"country\":\"DE\"}", key);
-  else if (api == GEO)
-    snprintf(body, cap, "{\"ip\":\"%.200s\",\"country\":\"FR\",\"city\":\"Paris\"}", key);
-  else
-    snprintf(body, cap, "{\"currency\":\"%.200s\",\"usd_rate\":%s}", key,
-             strcmp(key, "EUR") == 0 ? "1.25" : "2");
-  return 200;
-}
-
-static void *conn_main(void *arg)
-{
-  int fd = (int)(intptr_t)arg;
-  char buf[8192];
-  size_t len = 0;
-  for (;;) {
-    char *end = memmem(buf, len, "\r\n\r\n", 4);
-    if (!end) {
-      ssize_t n = len < sizeof buf ? recv(fd, buf + len, sizeof buf - len, 0) : -1;
-      if (n <= 0)
-        break;
-      len += (size_t)n;
-      continue;
-    }
-    char path[1024] = "";
-    sscanf(buf, "GET %1023s", path);
-    char body[512], resp[1024];
-    int status = answer(path, body, sizeof body);
-    int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     status, strlen(body), body);
-    if (send(fd, resp, (size_t)n, MSG_NOSIGNAL) != n)
-      break;
-    size_t used = (size_t)(end + 4 - buf);
-    memmove(buf, buf + used, len - used);
-    len -= used;
-  }
-  shutdown(fd, SHUT_RDWR);
-  return NULL;
-}
-
-static void *accept_main(void *arg)
-{
-  (void)arg;
-  while (!atomic_load(&fake.stop)) {
-    int c = accept(fake.fd, NULL, NULL);
-    if (c < 0)
-      continue;
-    pthread_mutex_lock(&fake.mu);
-    if (atomic_load(&fake.stop) || fake.nconns == MAX_CONNS ||
-        pthread_create(&fake.conns[fake.nconns], NULL, conn_main, (void *)(intptr_t)c)) {
-      close(c);
-    } else {
-      fake.conn_fds[fake.nconns++] = c;
-    }
-    pthread_mutex_unlock(&fake.mu);
-  }
-  return NULL;
-}
-
-static void fake_start(void)
-{
-  memset(&fake, 0, sizeof fake);
-  pthread_mutex_init(&fake.mu, NULL);
-  fake.fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
-  assert_int_equal(bind(fake.fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(listen(fake.fd, 128), 0);
-  getsockname(fake.fd, (struct sockaddr *)&a, &al);
-  fake.port = ntohs(a.sin_port);
-  snprintf(base_url, sizeof base_url, "http://127.0.0.1:%d", fake.port);
-  assert_int_equal(pthread_create(&fake.acceptor, NULL, accept_main, NULL), 0);
-}
-
-static void fake_stop(void)
-{
-  atomic_store(&fake.stop, true);
-  shutdown(fake.fd, SHUT_RDWR);
-  pthread_join(fake.acceptor, NULL);
-  close(fake.fd);
-  for (int i = 0; i < fake.nconns; i++) {
-    shutdown(fake.conn_fds[i], SHUT_RDWR);
-    pthread_join(fake.conns[i], NULL);
-    close(fake.conn_fds[i]);
-  }
-}
+static char db_path[320], sink_arg[340];
 
 /* ---- the child ---- */
 
-struct child {
-  pid_t pid;
-  int status;
-  char log[300];
-};
-
-#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 /* Start weft-etl with the common flags, then extra; stdin from in_fd (-1: /dev/null). */
-static void start_etl(struct child *c, const char *const *extra, int in_fd)
+static void start_etl(struct daemon *c, const char *const *extra, int in_fd)
 {
-  static int seq;
-  const char *args[64] = {
-      bin_path, "--users",      base_url, "--geo",        base_url,      "--fx",
-      base_url, "--sink",       sink_arg, "--listen",     "127.0.0.1:0", "--debug-listen",
-      "",       "--log-format", "text",   "--batch-wait", "10ms"};
-  int n = 17;
+  const char *args[64] = {"--users",      fake.url,      "--geo",          fake.url,
+                          "--fx",         fake.url,      "--sink",         sink_arg,
+                          "--listen",     "127.0.0.1:0", "--debug-listen", "",
+                          "--log-format", "text",        "--batch-wait",   "10ms"};
+  int n = 16;
   for (int i = 0; extra[i]; i++)
     args[n++] = extra[i];
   args[n] = NULL;
-  snprintf(c->log, sizeof c->log, "%s/etl-%d.log", tmp_dir, ++seq);
-  int fd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  assert_true(fd >= 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  if (in_fd >= 0)
-    posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
-  else
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, fd, 1);
-  posix_spawn_file_actions_adddup2(&fa, fd, 2);
-  assert_int_equal(posix_spawn(&c->pid, bin_path, &fa, NULL, (char *const *)args, environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  close(fd);
-}
-
-static void dump_log(const struct child *c)
-{
-  char buf[8192];
-  FILE *f = fopen(c->log, "r");
-  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-  buf[n] = '\0';
-  if (f)
-    fclose(f);
-  fprintf(stderr, "---- %s ----\n%s\n----\n", c->log, buf);
-}
-
-/* Wait for the child's exit (killed after timeout_ms); its exit code, or -1 if killed
- * or it died from a signal. */
-static int wait_etl(struct child *c, int timeout_ms)
-{
-  int64_t end = mono_ms() + timeout_ms;
-  while (waitpid(c->pid, &c->status, WNOHANG) == 0) {
-    if (mono_ms() > end) {
-      kill(c->pid, SIGKILL);
-      waitpid(c->pid, &c->status, 0);
-      dump_log(c);
-      fail_msg("weft-etl did not exit within %d ms", timeout_ms);
-    }
-    sleep_ms(10);
-  }
-  return WIFEXITED(c->status) ? WEXITSTATUS(c->status) : -1;
+  memset(c, 0, sizeof *c);
+  spawn_daemon_into(c, "etl", args, NULL, in_fd);
 }
 
 static int run_etl(const char *const *extra, int in_fd, int timeout_ms)
 {
-  struct child c;
+  struct daemon c;
   start_etl(&c, extra, in_fd);
-  int rc = wait_etl(&c, timeout_ms);
+  int rc = wait_exit_code(&c, timeout_ms);
   if (rc != 0)
     dump_log(&c);
   return rc;
@@ -359,30 +166,14 @@ static void write_all(int fd, const char *s)
 
 /* ---- fixtures ---- */
 
-static bool find_bin(void)
-{
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return false;
-  self[n] = '\0';
-  char *slash = strrchr(self, '/');
-  if (slash)
-    *slash = '\0';
-  snprintf(bin_path, sizeof bin_path, "%s/../apps/etl/weft-etl", self);
-  return access(bin_path, X_OK) == 0;
-}
-
 static int setup(void **state)
 {
   (void)state;
-  if (!find_bin()) {
-    fprintf(stderr, "weft-etl not built (%s): skipped\n", bin_path);
+  if (!app_find_bin(NULL, "apps/etl/weft-etl")) {
+    fprintf(stderr, "weft-etl not built (%s): skipped\n", app_bin);
     skip();
   }
-  const char *base = getenv("TMPDIR");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/weft-etl-XXXXXX", base && *base ? base : "/tmp");
-  assert_non_null(mkdtemp(tmp_dir));
+  app_make_tmp_dir("etl");
   snprintf(db_path, sizeof db_path, "%s/etl.db", tmp_dir);
   snprintf(sink_arg, sizeof sink_arg, "sqlite:%s", db_path);
   fake_start();
@@ -393,10 +184,8 @@ static int teardown(void **state)
 {
   (void)state;
   fake_stop();
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0)
-    fprintf(stderr, "could not remove %s\n", tmp_dir);
+  reap_children(); /* after a failed check: no child outlives its test */
+  app_remove_tmp_dir();
   return 0;
 }
 
@@ -472,7 +261,7 @@ static void test_stdin(void **state)
   (void)state;
   int p[2];
   assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-  struct child c;
+  struct daemon c;
   start_etl(&c, ARGS("--source", "-"), p[0]);
   close(p[0]);
   for (int i = 0; i < 50; i++) {
@@ -482,7 +271,7 @@ static void test_stdin(void **state)
   }
   write_all(p[1], "[1,2]\n");
   close(p[1]);
-  int rc = wait_etl(&c, 30000);
+  int rc = wait_exit_code(&c, 30000);
   if (rc)
     dump_log(&c);
   assert_int_equal(rc, 0);
@@ -534,7 +323,7 @@ static void test_breaker(void **state)
   int p[2];
   assert_int_equal(pipe2(p, O_CLOEXEC), 0);
   atomic_store(&fake.down[GEO], 1);
-  struct child c;
+  struct daemon c;
   start_etl(&c,
             ARGS("--source", "-", "--breaker-failures", "3", "--breaker-open", "1s",
                  "--retries", "2", "--enrich-concurrency", "1"),
@@ -557,7 +346,7 @@ static void test_breaker(void **state)
                    10);
   assert_int_equal(atomic_load(&fake.hits[GEO]), 16);
   close(p[1]);
-  assert_int_equal(wait_etl(&c, 20000), 0);
+  assert_int_equal(wait_exit_code(&c, 20000), 0);
 }
 
 /* --on-enrich-failure dlq: an event whose enrichment failed goes to dead_letters. */
@@ -633,7 +422,7 @@ static void test_sigterm_drains(void **state)
   int p[2];
   assert_int_equal(pipe2(p, O_CLOEXEC), 0);
   atomic_store(&fake.delay_ms, 50);
-  struct child c;
+  struct daemon c;
   start_etl(&c, ARGS("--source", "-", "--enrich-concurrency", "2", "--drain-timeout", "20s"),
             p[0]);
   close(p[0]);
@@ -641,7 +430,7 @@ static void test_sigterm_drains(void **state)
   wait_count(ROWS, 3, 20000);
   long long before = db_int(ROWS);
   kill(c.pid, SIGTERM);
-  int rc = wait_etl(&c, 25000);
+  int rc = wait_exit_code(&c, 25000);
   close(p[1]);
   if (rc)
     dump_log(&c);
@@ -653,7 +442,7 @@ static void test_sigterm_drains(void **state)
 }
 
 /* Count the lines of the child's log. */
-static int log_lines(const struct child *c, char *first, size_t cap)
+static int log_lines(const struct daemon *c, char *first, size_t cap)
 {
   FILE *f = fopen(c->log, "r");
   int n = 0;
@@ -669,10 +458,10 @@ static int log_lines(const struct child *c, char *first, size_t cap)
 
 static void expect_exit2(const char *const *extra, const char *needle)
 {
-  struct child c;
+  struct daemon c;
   char first[1024];
   start_etl(&c, extra, -1);
-  int rc = wait_etl(&c, 15000);
+  int rc = wait_exit_code(&c, 15000);
   int n = log_lines(&c, first, sizeof first);
   if (rc != 2 || n != 1 || !strstr(first, needle)) {
     dump_log(&c);
@@ -734,7 +523,7 @@ static char *http_get(int port, const char *path)
 }
 
 /* The port the child announced in its "started" log line. */
-static int listen_port(const struct child *c)
+static int listen_port(const struct daemon *c)
 {
   int64_t end = mono_ms() + 10000;
   while (mono_ms() < end) {
@@ -760,7 +549,7 @@ static void test_metrics(void **state)
   (void)state;
   int p[2];
   assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-  struct child c;
+  struct daemon c;
   start_etl(&c, ARGS("--source", "-"), p[0]);
   close(p[0]);
   write_range(p[1], 0, 10);
@@ -792,7 +581,7 @@ static void test_metrics(void **state)
   assert_non_null(strstr(h, "\"ok\""));
   free(h);
   close(p[1]);
-  assert_int_equal(wait_etl(&c, 20000), 0);
+  assert_int_equal(wait_exit_code(&c, 20000), 0);
 }
 
 int main(void)

@@ -17,7 +17,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +31,9 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <sqlite3.h>
 
+#include "child.h"
+#include "fakeapi.h"
+#include "fixture.h"
 #include "weft_test.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -49,137 +51,6 @@
 #define OFFSET_COMMIT  8
 #define SESSION_PARAMS "&session_timeout_ms=3000&heartbeat_ms=300&commit_interval_ms=200"
 #define BAD_EVERY      97 /* message i with i % BAD_EVERY == 13 is undecodable (when on) */
-
-extern char **environ;
-
-static char bin_path[4200];
-static char tmp_dir[256];
-
-static int64_t mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-  }
-}
-
-/* ---- the fake APIs (a thread per keep-alive connection; answers from the path) ---- */
-
-#define MAX_CONNS 256
-static struct {
-  int fd, port;
-  char url[64];
-  pthread_t acceptor;
-  atomic_bool stop;
-  pthread_mutex_t mu; /* guards conns, conn_fds, nconns */
-  pthread_t conns[MAX_CONNS];
-  int conn_fds[MAX_CONNS];
-  int nconns;
-  atomic_int user_hits; /* requests to the users API: one per decoded delivery */
-  atomic_int delay_ms;  /* every answer waits this long */
-} fake;
-
-static int answer(const char *path, char *body, size_t cap)
-{
-  if (atomic_load(&fake.delay_ms))
-    sleep_ms(atomic_load(&fake.delay_ms));
-  if (strncmp(path, "/users/", 7) == 0) {
-    atomic_fetch_add(&fake.user_hits, 1);
-    snprintf(body, cap, "{\"user_id\":\"%.200s\",\"tier\":\"gold\",\"country\":\"DE\"}",
-             path + 7);
-  } else if (strncmp(path, "/geo/", 5) == 0) {
-    snprintf(body, cap, "{\"ip\":\"%.200s\",\"country\":\"FR\",\"city\":\"Paris\"}", path + 5);
-  } else if (strncmp(path, "/rates/", 7) == 0) {
-    snprintf(body, cap, "{\"currency\":\"%.200s\",\"usd_rate\":1.25}", path + 7);
-  } else {
-    return snprintf(body, cap, "{}"), 404;
-  }
-  return 200;
-}
-
-static void *conn_main(void *arg)
-{
-  int fd = (int)(intptr_t)arg;
-  char buf[8192];
-  size_t len = 0;
-  for (;;) {
-    char *end = memmem(buf, len, "\r\n\r\n", 4);
-    if (!end) {
-      ssize_t n = len < sizeof buf ? recv(fd, buf + len, sizeof buf - len, 0) : -1;
-      if (n <= 0)
-        break;
-      len += (size_t)n;
-      continue;
-    }
-    char path[1024] = "", body[512], resp[1024];
-    sscanf(buf, "GET %1023s", path);
-    int status = answer(path, body, sizeof body);
-    int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     status, strlen(body), body);
-    if (send(fd, resp, (size_t)n, MSG_NOSIGNAL) != n)
-      break;
-    size_t used = (size_t)(end + 4 - buf);
-    memmove(buf, buf + used, len - used);
-    len -= used;
-  }
-  shutdown(fd, SHUT_RDWR);
-  return NULL;
-}
-
-static void *accept_main(void *arg)
-{
-  (void)arg;
-  while (!atomic_load(&fake.stop)) {
-    int c = accept(fake.fd, NULL, NULL);
-    if (c < 0)
-      continue;
-    pthread_mutex_lock(&fake.mu);
-    if (atomic_load(&fake.stop) || fake.nconns == MAX_CONNS ||
-        pthread_create(&fake.conns[fake.nconns], NULL, conn_main, (void *)(intptr_t)c))
-      close(c);
-    else
-      fake.conn_fds[fake.nconns++] = c;
-    pthread_mutex_unlock(&fake.mu);
-  }
-  return NULL;
-}
-
-static void fake_start(void)
-{
-  memset(&fake, 0, sizeof fake);
-  pthread_mutex_init(&fake.mu, NULL);
-  fake.fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
-  assert_int_equal(bind(fake.fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(listen(fake.fd, 128), 0);
-  getsockname(fake.fd, (struct sockaddr *)&a, &al);
-  fake.port = ntohs(a.sin_port);
-  snprintf(fake.url, sizeof fake.url, "http://127.0.0.1:%d", fake.port);
-  assert_int_equal(pthread_create(&fake.acceptor, NULL, accept_main, NULL), 0);
-}
-
-static void fake_stop(void)
-{
-  atomic_store(&fake.stop, true);
-  shutdown(fake.fd, SHUT_RDWR);
-  pthread_join(fake.acceptor, NULL);
-  close(fake.fd);
-  for (int i = 0; i < fake.nconns; i++) {
-    shutdown(fake.conn_fds[i], SHUT_RDWR);
-    pthread_join(fake.conns[i], NULL);
-    close(fake.conn_fds[i]);
-  }
-  pthread_mutex_destroy(&fake.mu);
-}
 
 /* ---- the cluster ---- */
 
@@ -310,82 +181,47 @@ static bool wait_committed(const cluster *c, int64_t want, int timeout_ms)
 
 /* ---- the child ---- */
 
-typedef struct child {
-  pid_t pid;
-  int status;
-  char log[300];
-} child;
-
-#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+typedef struct daemon child;
 
 /* start_etl: weft-etl on the cluster's topic (group "g") into db, with the common flags
  * and then extra (NULL: none). */
 static void start_etl(child *c, const cluster *cl, const char *db, const char *const *extra)
 {
-  static int seq;
   char sink[400];
   snprintf(sink, sizeof sink, "sqlite:%s", db);
-  const char *args[48] = {bin_path,      "--source",       cl->source, "--users",
-                          fake.url,      "--geo",          fake.url,   "--fx",
-                          fake.url,      "--sink",         sink,       "--listen",
-                          "127.0.0.1:0", "--debug-listen", "",         "--log-format",
-                          "text",        "--batch-wait",   "10ms",     "--drain-timeout",
+  const char *args[48] = {"--source",
+                          cl->source,
+                          "--users",
+                          fake.url,
+                          "--geo",
+                          fake.url,
+                          "--fx",
+                          fake.url,
+                          "--sink",
+                          sink,
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--debug-listen",
+                          "",
+                          "--log-format",
+                          "text",
+                          "--batch-wait",
+                          "10ms",
+                          "--drain-timeout",
                           "20s"};
-  int n = 21;
+  int n = 20;
   for (int i = 0; extra && extra[i] && n < 47; i++)
     args[n++] = extra[i];
   args[n] = NULL;
-  snprintf(c->log, sizeof c->log, "%s/etl-%d.log", tmp_dir, ++seq);
-  int fd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  assert_true(fd >= 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, fd, 1);
-  posix_spawn_file_actions_adddup2(&fa, fd, 2);
-  assert_int_equal(posix_spawn(&c->pid, bin_path, &fa, NULL, (char *const *)args, environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  close(fd);
-}
-
-static void dump_log(const child *c)
-{
-  char buf[16384];
-  FILE *f = fopen(c->log, "r");
-  size_t n = 0;
-  if (f) {
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0, SEEK_SET);
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-  }
-  buf[n] = '\0';
-  fprintf(stderr, "---- %s (tail) ----\n%s\n----\n", c->log, buf);
-}
-
-/* wait_etl: its exit code, or -1 when it died of a signal; killed (and the test failed)
- * after timeout_ms. */
-static int wait_etl(child *c, int timeout_ms)
-{
-  int64_t end = mono_ms() + timeout_ms;
-  while (waitpid(c->pid, &c->status, WNOHANG) == 0) {
-    if (mono_ms() > end) {
-      kill(c->pid, SIGKILL);
-      waitpid(c->pid, &c->status, 0);
-      dump_log(c);
-      fail_msg("weft-etl did not exit within %d ms", timeout_ms);
-    }
-    sleep_ms(10);
-  }
-  return WIFEXITED(c->status) ? WEXITSTATUS(c->status) : -1;
+  memset(c, 0, sizeof *c);
+  spawn_daemon_into(c, "etl", args, NULL, -1);
 }
 
 /* stop_etl: SIGTERM, and the exit code it drained with (must be 0). */
 static void stop_etl(child *c)
 {
   kill(c->pid, SIGTERM);
-  int rc = wait_etl(c, SLOW(30000));
+  int rc = wait_exit_code(c, SLOW(30000));
   if (rc != 0)
     dump_log(c);
   assert_int_equal(rc, 0);
@@ -393,9 +229,12 @@ static void stop_etl(child *c)
 
 static void kill_etl(child *c)
 {
-  kill(c->pid, SIGKILL);
-  waitpid(c->pid, &c->status, 0);
-  assert_true(WIFSIGNALED(c->status));
+  kill_daemon(c);
+  if (!(c->reaped && WIFSIGNALED(c->status))) { /* it had ended by itself: show why */
+    fprintf(stderr, "weft-etl ended before its SIGKILL (status 0x%x)\n", c->status);
+    dump_log(c);
+  }
+  assert_true(c->reaped && WIFSIGNALED(c->status));
 }
 
 /* ---- the database ---- */
@@ -505,30 +344,14 @@ static void expect_exactly_once(const cluster *c, const stored *const *dbs, int 
 
 /* ---- fixtures ---- */
 
-static bool find_bin(void)
-{
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return false;
-  self[n] = '\0';
-  char *slash = strrchr(self, '/');
-  if (slash)
-    *slash = '\0';
-  snprintf(bin_path, sizeof bin_path, "%s/../apps/etl/weft-etl", self);
-  return access(bin_path, X_OK) == 0;
-}
-
 static int setup(void **state)
 {
   (void)state;
-  if (!find_bin()) {
-    fprintf(stderr, "weft-etl not built (%s): skipped\n", bin_path);
+  if (!app_find_bin(NULL, "apps/etl/weft-etl")) {
+    fprintf(stderr, "weft-etl not built (%s): skipped\n", app_bin);
     skip();
   }
-  const char *base = getenv("TMPDIR");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/weft-etl-kafka-XXXXXX", base && *base ? base : "/tmp");
-  assert_non_null(mkdtemp(tmp_dir));
+  app_make_tmp_dir("etl-kafka");
   fake_start();
   return 0;
 }
@@ -537,10 +360,8 @@ static int teardown(void **state)
 {
   (void)state;
   fake_stop();
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0)
-    fprintf(stderr, "could not remove %s\n", tmp_dir);
+  reap_children(); /* after a failed check: no child outlives its test */
+  app_remove_tmp_dir();
   return 0;
 }
 
@@ -592,7 +413,7 @@ static void test_sigterm_drains_and_commits(void **state)
       fail_msg("partition %d: committed %lld, stored prefix %lld", p, (long long)off[p],
                (long long)prefix[p]);
   }
-  int read = atomic_load(&fake.user_hits);
+  int read = atomic_load(&fake.hits[USERS]);
   printf("sigterm: %d of %d stored at the signal (users API asked %d times), committed "
          "%lld/%lld/%lld/%lld; first rows after %lld ms, drain %lld ms\n",
          st.rows, N, read, (long long)off[0], (long long)off[1], (long long)off[2],
@@ -613,7 +434,7 @@ static void test_sigterm_drains_and_commits(void **state)
   for (int p = 0; p < PARTS; p++)
     assert_int_equal(off[p], N / PARTS);
   printf("sigterm: after the restart %d rows; users API asked %d times for %d events\n",
-         st.rows, atomic_load(&fake.user_hits), N);
+         st.rows, atomic_load(&fake.hits[USERS]), N);
   cluster_stop(&cl);
 }
 
@@ -682,7 +503,7 @@ static void test_broker_errors(void **state)
          "users API asked %d times\n",
          at_down, at_up, st.rows, st.dead_letters, N, (long long)(t_stored - t0),
          (long long)(t_committed - t_stored), (long long)(t_end - t0),
-         atomic_load(&fake.user_hits));
+         atomic_load(&fake.hits[USERS]));
   cluster_stop(&cl);
 }
 
@@ -727,7 +548,7 @@ static void test_chaos_sigkill(void **state)
   expect_exactly_once(&cl, (const stored *[]){&st}, 1);
   assert_int_equal(st.dead_letters, bad_count(&cl));
   assert_int_equal(st.rows + st.dead_letters, N);
-  int decoded_deliveries = atomic_load(&fake.user_hits);
+  int decoded_deliveries = atomic_load(&fake.hits[USERS]);
   printf("chaos: %d kills (stored at each: %lld %lld %lld %lld), %d rows + %d dead letters "
          "of %d in %lld ms; events delivered to enrichment %d (%d duplicates), stored once\n",
          KILLS, at_kill[0], at_kill[1], at_kill[2], at_kill[3], st.rows, st.dead_letters, N,
@@ -836,7 +657,7 @@ static void test_second_signal_no_commit(void **state)
   kill(c.pid, SIGTERM);
   sleep_ms(200);
   kill(c.pid, SIGTERM);
-  assert_int_equal(wait_etl(&c, SLOW(10000)), 1);
+  assert_int_equal(wait_exit_code(&c, SLOW(10000)), 1);
   long long at_exit = db_count(db, COUNT_ALL);
   assert_true(at_exit > 0 && at_exit < N);
   int64_t off[PARTS];
@@ -854,7 +675,7 @@ static void test_second_signal_no_commit(void **state)
   expect_exactly_once(&cl, (const stored *[]){&st}, 1);
   printf("second signal: exit 1 with %lld of %d stored, nothing committed; after the "
          "restart %d rows (users API asked %d times)\n",
-         at_exit, N, st.rows, atomic_load(&fake.user_hits));
+         at_exit, N, st.rows, atomic_load(&fake.hits[USERS]));
   cluster_stop(&cl);
 }
 

@@ -206,7 +206,8 @@ static void consumer_start(consumer *c)
                          .group = c->group,
                          .session_timeout = MS(6000),
                          .commit_interval = c->commit_interval,
-                         .revoke_timeout = MS(5000),
+                         .revoke_timeout =
+                             MS(15000), /* a loaded machine's coordinator is slow */
                          .extra = extra,
                          .reg = c->reg};
   int rc = etl_source_kafka_open(&o, &c->src, err, sizeof err);

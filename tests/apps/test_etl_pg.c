@@ -19,7 +19,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,202 +31,18 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include "child.h"
+#include "fakeapi.h"
+#include "fixture.h"
+#include "pgtest.h"
 #include "weft_test.h"
 
-extern char **environ;
-
-enum { USERS = 0, GEO, FX, NAPI };
-static const char *const api_prefix[NAPI] = {"/users/", "/geo/", "/rates/"};
-
-static char bin_path[4200];
-static char tmp_dir[256];
-static char base_url[64];
-static char admin_url[1024]; /* WEFT_TEST_PG_URL */
-static char db_name[64];     /* the running test's database, "" when none */
-static char db_url[1100];    /* admin_url with db_name as its database: the --sink */
-
-static int64_t mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-  }
-}
-
-/* ---- the fake APIs ---- */
-
-#define MAX_CONNS 256
-static struct {
-  int fd, port;
-  pthread_t acceptor;
-  atomic_bool stop;
-  pthread_mutex_t mu;         /* guards conns, conn_fds, nconns */
-  pthread_t conns[MAX_CONNS]; /* connection threads, joined at stop */
-  int conn_fds[MAX_CONNS];    /* shut down at stop */
-  int nconns;
-  atomic_int users_down; /* 1: the users API answers 503 */
-  atomic_int delay_ms;   /* every answer waits this long */
-} fake;
-
-/* The answer to GET path: status and body. */
-static int answer(const char *path, char *body, size_t cap)
-{
-  int api = -1;
-  for (int i = 0; i < NAPI; i++)
-    if (strncmp(path, api_prefix[i], strlen(api_prefix[i])) == 0)
-      api = i;
-  if (api < 0)
-    return snprintf(body, cap, "{}"), 404;
-  const char *key = path + strlen(api_prefix[api]);
-  if (atomic_load(&fake.delay_ms))
-    sleep_ms(atomic_load(&fake.delay_ms));
-  if (api == USERS && atomic_load(&fake.users_down))
-    return snprintf(body, cap, "{\"error\":\"down\"}"), 503;
-  size_t kl = strlen(key);
-  if (kl >= 3 && strcmp(key + kl - 3, "404") == 0)
-    return snprintf(body, cap, "{\"error\":\"not found\"}"), 404;
-  if (api == USERS)
-    snprintf(body, cap, "{\"user_id\":\"%.200s\",\"tier\":\"gold\",\"country\":\"DE\"}", key);
-  else if (api == GEO)
-    snprintf(body, cap, "{\"ip\":\"%.200s\",\"country\":\"FR\",\"city\":\"Paris\"}", key);
-  else
-    snprintf(body, cap, "{\"currency\":\"%.200s\",\"usd_rate\":%s}", key,
-             strcmp(key, "EUR") == 0 ? "1.25" : "2");
-  return 200;
-}
-
-static void *conn_main(void *arg)
-{
-  int fd = (int)(intptr_t)arg;
-  char buf[8192];
-  size_t len = 0;
-  for (;;) {
-    char *end = memmem(buf, len, "\r\n\r\n", 4);
-    if (!end) {
-      ssize_t n = len < sizeof buf ? recv(fd, buf + len, sizeof buf - len, 0) : -1;
-      if (n <= 0)
-        break;
-      len += (size_t)n;
-      continue;
-    }
-    char path[1024] = "";
-    sscanf(buf, "GET %1023s", path);
-    char body[512], resp[1024];
-    int status = answer(path, body, sizeof body);
-    int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     status, strlen(body), body);
-    if (send(fd, resp, (size_t)n, MSG_NOSIGNAL) != n)
-      break;
-    size_t used = (size_t)(end + 4 - buf);
-    memmove(buf, buf + used, len - used);
-    len -= used;
-  }
-  shutdown(fd, SHUT_RDWR);
-  return NULL;
-}
-
-static void *accept_main(void *arg)
-{
-  (void)arg;
-  while (!atomic_load(&fake.stop)) {
-    int c = accept(fake.fd, NULL, NULL);
-    if (c < 0)
-      continue;
-    pthread_mutex_lock(&fake.mu);
-    if (atomic_load(&fake.stop) || fake.nconns == MAX_CONNS ||
-        pthread_create(&fake.conns[fake.nconns], NULL, conn_main, (void *)(intptr_t)c)) {
-      close(c);
-    } else {
-      fake.conn_fds[fake.nconns++] = c;
-    }
-    pthread_mutex_unlock(&fake.mu);
-  }
-  return NULL;
-}
-
-static void fake_start(void)
-{
-  memset(&fake, 0, sizeof fake);
-  pthread_mutex_init(&fake.mu, NULL);
-  fake.fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
-  assert_int_equal(bind(fake.fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(listen(fake.fd, 128), 0);
-  getsockname(fake.fd, (struct sockaddr *)&a, &al);
-  fake.port = ntohs(a.sin_port);
-  snprintf(base_url, sizeof base_url, "http://127.0.0.1:%d", fake.port);
-  assert_int_equal(pthread_create(&fake.acceptor, NULL, accept_main, NULL), 0);
-}
-
-static void fake_stop(void)
-{
-  atomic_store(&fake.stop, true);
-  shutdown(fake.fd, SHUT_RDWR);
-  pthread_join(fake.acceptor, NULL);
-  close(fake.fd);
-  for (int i = 0; i < fake.nconns; i++) {
-    shutdown(fake.conn_fds[i], SHUT_RDWR);
-    pthread_join(fake.conns[i], NULL);
-    close(fake.conn_fds[i]);
-  }
-  pthread_mutex_destroy(&fake.mu);
-}
-
-/* ---- the database ---- */
-
-/* url with its database (the path after host[:port]) replaced by db. */
-static void url_with_db(const char *url, const char *db, char *out, size_t size)
-{
-  const char *host = strstr(url, "://");
-  const char *path = host ? strchr(host + 3, '/') : NULL;
-  const char *query = strchr(url, '?');
-  size_t head = path ? (size_t)(path - url) : query ? (size_t)(query - url) : strlen(url);
-  snprintf(out, size, "%.*s/%s%s", (int)head, url, db, query ? query : "");
-}
-
-static void quiet(void *arg, const char *message)
-{
-  (void)arg, (void)message; /* NOTICEs such as "database ... does not exist, skipping" */
-}
-
-static PGconn *pg_open(const char *url)
-{
-  PGconn *c = PQconnectdb(url);
-  if (PQstatus(c) != CONNECTION_OK)
-    fail_msg("connecting to %s: %s", url, PQerrorMessage(c));
-  PQsetNoticeProcessor(c, quiet, NULL);
-  return c;
-}
-
-/* Run sql (printf format) and return its result; fails the test on an error. */
-static PGresult *pg_run(PGconn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static PGresult *pg_run(PGconn *c, const char *fmt, ...)
-{
-  char sql[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(sql, sizeof sql, fmt, ap);
-  va_end(ap);
-  PGresult *r = PQexec(c, sql);
-  ExecStatusType st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-    fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-  return r;
-}
+/* ---- the database (pgtest.h: pg_db_url is the --sink) ---- */
 
 /* The integer the query (of the test's database) answers. */
 static long long db_int(const char *sql)
 {
-  PGconn *c = pg_open(db_url);
+  PGconn *c = pg_open(pg_db_url);
   PGresult *r = pg_run(c, "%s", sql);
   long long v = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? atoll(PQgetvalue(r, 0, 0)) : -1;
   PQclear(r);
@@ -238,7 +53,7 @@ static long long db_int(const char *sql)
 /* sql's one text value must be want (NULL: SQL NULL or no row). */
 static void expect_text(const char *sql, const char *want)
 {
-  PGconn *c = pg_open(db_url);
+  PGconn *c = pg_open(pg_db_url);
   PGresult *r = pg_run(c, "%s", sql);
   const char *got = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : NULL;
   if (want == NULL ? got != NULL : got == NULL || strcmp(got, want) != 0)
@@ -275,78 +90,32 @@ static long cut_busy_connections(PGconn *c)
 
 /* ---- the child ---- */
 
-struct child {
-  pid_t pid;
-  int status;
-  char log[300];
-};
-
-#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 /* Start weft-etl on the test's database with the common flags, then extra. */
-static void start_etl(struct child *c, const char *const *extra)
+static void start_etl(struct daemon *c, const char *const *extra)
 {
-  static int seq;
-  const char *args[64] = {
-      bin_path, "--users",      base_url, "--geo",        base_url,      "--fx",
-      base_url, "--sink",       db_url,   "--listen",     "127.0.0.1:0", "--debug-listen",
-      "",       "--log-format", "text",   "--batch-wait", "10ms"};
-  int n = 17;
+  const char *args[64] = {"--users",      fake.url,      "--geo",          fake.url,
+                          "--fx",         fake.url,      "--sink",         pg_db_url,
+                          "--listen",     "127.0.0.1:0", "--debug-listen", "",
+                          "--log-format", "text",        "--batch-wait",   "10ms"};
+  int n = 16;
   for (int i = 0; extra[i]; i++)
     args[n++] = extra[i];
   args[n] = NULL;
-  snprintf(c->log, sizeof c->log, "%s/etl-%d.log", tmp_dir, ++seq);
-  int fd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  assert_true(fd >= 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, fd, 1);
-  posix_spawn_file_actions_adddup2(&fa, fd, 2);
-  assert_int_equal(posix_spawn(&c->pid, bin_path, &fa, NULL, (char *const *)args, environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  close(fd);
-}
-
-static void dump_log(const struct child *c)
-{
-  char buf[8192];
-  FILE *f = fopen(c->log, "r");
-  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-  buf[n] = '\0';
-  if (f)
-    fclose(f);
-  fprintf(stderr, "---- %s ----\n%s\n----\n", c->log, buf);
+  memset(c, 0, sizeof *c);
+  spawn_daemon_into(c, "etl", args, NULL, -1);
 }
 
 /* Whether the child has exited (reaped into c->status). */
-static bool child_done(struct child *c)
+static bool child_done(struct daemon *c)
 {
-  return waitpid(c->pid, &c->status, WNOHANG) == c->pid;
-}
-
-/* Wait for the child's exit (killed after timeout_ms); its exit code, or -1 if it died
- * from a signal. */
-static int wait_etl(struct child *c, int timeout_ms)
-{
-  int64_t end = mono_ms() + timeout_ms;
-  while (!child_done(c)) {
-    if (mono_ms() > end) {
-      kill(c->pid, SIGKILL);
-      waitpid(c->pid, &c->status, 0);
-      dump_log(c);
-      fail_msg("weft-etl did not exit within %d ms", timeout_ms);
-    }
-    sleep_ms(10);
-  }
-  return WIFEXITED(c->status) ? WEXITSTATUS(c->status) : -1;
+  return wait_exit(c, 0);
 }
 
 static int run_etl(const char *const *extra, int timeout_ms)
 {
-  struct child c;
+  struct daemon c;
   start_etl(&c, extra);
-  int rc = wait_etl(&c, timeout_ms);
+  int rc = wait_exit_code(&c, timeout_ms);
   if (rc != 0)
     dump_log(&c);
   return rc;
@@ -389,35 +158,13 @@ static void input_file(const char *name, char *path, size_t plen, char *src, siz
 
 /* ---- fixtures ---- */
 
-static bool find_bin(void)
-{
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return false;
-  self[n] = '\0';
-  char *slash = strrchr(self, '/');
-  if (slash)
-    *slash = '\0';
-  snprintf(bin_path, sizeof bin_path, "%s/../apps/etl/weft-etl", self);
-  return access(bin_path, X_OK) == 0;
-}
-
 static int setup(void **state)
 {
   (void)state;
-  static int seq;
-  if (!find_bin())
-    fail_msg("weft-etl not built (%s)", bin_path);
-  snprintf(db_name, sizeof db_name, "etltest_%d_%d", (int)getpid(), seq++);
-  url_with_db(admin_url, db_name, db_url, sizeof db_url);
-  PGconn *c = pg_open(admin_url);
-  PQclear(pg_run(c, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name));
-  PQclear(pg_run(c, "CREATE DATABASE %s", db_name));
-  PQfinish(c);
-  const char *base = getenv("TMPDIR");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/weft-etl-pg-XXXXXX", base && *base ? base : "/tmp");
-  assert_non_null(mkdtemp(tmp_dir));
+  if (!app_find_bin(NULL, "apps/etl/weft-etl"))
+    fail_msg("weft-etl not built (%s)", app_bin);
+  pg_create_db("etltest");
+  app_make_tmp_dir("etl-pg");
   fake_start();
   return 0;
 }
@@ -426,18 +173,9 @@ static int teardown(void **state)
 {
   (void)state;
   fake_stop();
-  if (*db_name) {
-    PGconn *c = PQconnectdb(admin_url);
-    char sql[200];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
-    PQclear(PQexec(c, sql));
-    PQfinish(c);
-    db_name[0] = '\0';
-  }
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0)
-    fprintf(stderr, "could not remove %s\n", tmp_dir);
+  reap_children(); /* after a failed check: no child outlives its test */
+  pg_drop_db();
+  app_remove_tmp_dir();
   return 0;
 }
 
@@ -506,7 +244,7 @@ static void test_rerun_upsert(void **state)
   assert_int_equal(db_int(COMPLETE), 20);
   assert_int_equal(db_int(DEAD), 1);
 
-  atomic_store(&fake.users_down, 1);
+  atomic_store(&fake.down[USERS], 1);
   assert_int_equal(run_etl(ARGS("--source", src, "--retries", "1"), 30000), 0);
   assert_int_equal(db_int(COMPLETE), 20);
   assert_int_equal(db_int("SELECT count(*) FROM enriched_events WHERE tier='gold' AND "
@@ -520,7 +258,7 @@ static void test_rerun_upsert(void **state)
                           "tier IS NULL AND city='Paris' AND amount_usd_cents IS NOT NULL"),
                    10);
 
-  atomic_store(&fake.users_down, 0);
+  atomic_store(&fake.down[USERS], 0);
   assert_int_equal(run_etl(ARGS("--source", src), 30000), 0);
   assert_int_equal(db_int(PARTIAL), 0);
   assert_int_equal(db_int(COMPLETE), 30);
@@ -538,9 +276,9 @@ static void test_connection_cut(void **state)
   input_file("cut.jsonl", in, sizeof in, src, sizeof src);
   write_events(in, 0, N, NULL);
   atomic_store(&fake.delay_ms, 2);
-  struct child c;
+  struct daemon c;
   start_etl(&c, ARGS("--source", src, "--batch-size", "10", "--enrich-concurrency", "4"));
-  PGconn *pg = pg_open(db_url);
+  PGconn *pg = pg_open(pg_db_url);
   int cuts = 0;
   bool done = false;
   long long next = 0; /* cut once this many rows are in */
@@ -552,7 +290,8 @@ static void test_connection_cut(void **state)
       cuts++, next = now + N / (2 * CUTS); /* the next cut once more batches are in */
   }
   PQfinish(pg);
-  int rc = done ? (WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1) : wait_etl(&c, 60000);
+  int rc =
+      done ? (WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1) : wait_exit_code(&c, 60000);
   if (rc != 0 || cuts < CUTS)
     dump_log(&c);
   assert_int_equal(rc, 0);
@@ -573,10 +312,10 @@ static void test_two_start_at_once(void **state)
   input_file("b.jsonl", in2, sizeof in2, src2, sizeof src2);
   write_events(in1, 0, 100, NULL);
   write_events(in2, 50, 100, "[]\n");
-  struct child a, b;
+  struct daemon a, b;
   start_etl(&a, ARGS("--source", src1));
   start_etl(&b, ARGS("--source", src2));
-  int ra = wait_etl(&a, 30000), rb = wait_etl(&b, 30000);
+  int ra = wait_exit_code(&a, 30000), rb = wait_exit_code(&b, 30000);
   if (ra)
     dump_log(&a);
   if (rb)
@@ -634,7 +373,7 @@ static void test_big_batches(void **state)
 }
 
 /* Count the lines of the child's log; the first into first. */
-static int log_lines(const struct child *c, char *first, size_t cap)
+static int log_lines(const struct daemon *c, char *first, size_t cap)
 {
   FILE *f = fopen(c->log, "r");
   int n = 0;
@@ -653,11 +392,11 @@ static void expect_exit2(const char *sink, const char *needle)
   char in[300], src[320];
   input_file("x.jsonl", in, sizeof in, src, sizeof src);
   write_events(in, 0, 1, NULL);
-  snprintf(db_url, sizeof db_url, "%s", sink);
-  struct child c;
+  snprintf(pg_db_url, sizeof pg_db_url, "%s", sink);
+  struct daemon c;
   char first[1024];
   start_etl(&c, ARGS("--source", src));
-  int rc = wait_etl(&c, 30000);
+  int rc = wait_exit_code(&c, 30000);
   int n = log_lines(&c, first, sizeof first);
   if (rc != 2 || n != 1 || !strstr(first, needle)) {
     dump_log(&c);
@@ -675,29 +414,24 @@ static void test_unreachable(void **state)
   socklen_t al = sizeof a;
   assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
   getsockname(fd, (struct sockaddr *)&a, &al);
-  char url[200], saved[sizeof db_url], missing[sizeof db_url];
+  char url[200], saved[sizeof pg_db_url], missing[sizeof pg_db_url];
   /* bound, not listening: connections to it are refused */
   snprintf(url, sizeof url, "postgres://postgres@127.0.0.1:%d/etl", ntohs(a.sin_port));
-  snprintf(saved, sizeof saved, "%s", db_url);
-  url_with_db(admin_url, "etl_no_such_db", missing, sizeof missing);
+  snprintf(saved, sizeof saved, "%s", pg_db_url);
+  url_with_db(pg_admin_url, "etl_no_such_db", missing, sizeof missing);
   expect_exit2(url, "--sink postgres (host 127.0.0.1");
   expect_exit2(missing, "etl_no_such_db");
   expect_exit2("postgresql://127.0.0.1:5432/x?nonsense=1", "invalid --sink URL");
   close(fd);
-  snprintf(db_url, sizeof db_url, "%s", saved);
+  snprintf(pg_db_url, sizeof pg_db_url, "%s", saved);
 }
 
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
-  const char *url = getenv("WEFT_TEST_PG_URL"), *required = getenv("WEFT_TEST_PG_REQUIRED");
-  if (!url || !*url) {
-    bool must = required && strcmp(required, "1") == 0;
-    fprintf(stderr, "WEFT_TEST_PG_URL is not set (scripts/pg-start.sh prints one): %s\n",
-            must ? "FAILED (WEFT_TEST_PG_REQUIRED=1)" : "skipped");
-    return must ? 1 : 77; /* 77: CTest's SKIP_RETURN_CODE for this test */
-  }
-  snprintf(admin_url, sizeof admin_url, "%s", url);
+  int skip_code = pg_check_env();
+  if (skip_code >= 0)
+    return skip_code;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_file_end_to_end, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rerun_upsert, setup, teardown),

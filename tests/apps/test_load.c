@@ -31,13 +31,12 @@
 
 #include "coro_check.h"
 #include "weft/weft.h"
+#include "fixture.h"
 #include "weft_test.h"
 
 extern char **environ;
 
 enum { MAX_ARGS = 32, MAX_IDS = 8192 };
-
-static char load_path[4400];
 
 /* One run of weft-load and what the server saw during it. */
 struct run {
@@ -192,7 +191,7 @@ static char *expand(const struct server *s, const char *tmpl)
   return out;
 }
 
-static char *slurp(const char *path)
+static char *slurp_or_null(const char *path) /* NULL when unreadable */
 {
   FILE *f = fopen(path, "rb");
   if (!f)
@@ -245,7 +244,7 @@ static long run_child(void *arg)
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  int rc = posix_spawn(&pid, load_path, &fa, &attr, c->argv, environ);
+  int rc = posix_spawn(&pid, app_bin, &fa, &attr, c->argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0)
@@ -263,9 +262,9 @@ static long run_child(void *arg)
 
 static void collect(struct run *run, struct server *s)
 {
-  run->out = slurp(in_tmp("stdout"));
-  run->err = slurp(in_tmp("stderr"));
-  run->svg = slurp(in_tmp("out.svg"));
+  run->out = slurp_or_null(in_tmp("stdout"));
+  run->err = slurp_or_null(in_tmp("stderr"));
+  run->svg = slurp_or_null(in_tmp("out.svg"));
   run->json = json_load_file(in_tmp("out.json"), 0, NULL);
   run->served = atomic_load(&s->count);
   weft_mutex_lock(&s->mu);
@@ -293,7 +292,7 @@ static int scenario_main(void *arg)
   server_start(s);
   for (int i = 0; i < sc->nruns; i++) {
     struct run *run = &sc->runs[i];
-    char *argv[MAX_ARGS + 2] = {load_path};
+    char *argv[MAX_ARGS + 2] = {app_bin};
     int n = 0;
     for (; run->args[n]; n++)
       argv[n + 1] = expand(s, run->args[n]);
@@ -314,21 +313,7 @@ static int scenario_main(void *arg)
 /* <build>/apps/load/weft-load beside this test's build directory, or WEFT_LOAD_BIN. */
 static bool find_load(void)
 {
-  const char *env = getenv("WEFT_LOAD_BIN");
-  if (env && *env) {
-    snprintf(load_path, sizeof load_path, "%s", env);
-    return access(load_path, X_OK) == 0;
-  }
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return false;
-  self[n] = '\0';
-  char *slash = strrchr(self, '/');
-  if (slash)
-    *slash = '\0';
-  snprintf(load_path, sizeof load_path, "%s/../apps/load/weft-load", self);
-  return access(load_path, X_OK) == 0;
+  return app_find_bin("WEFT_LOAD_BIN", "apps/load/weft-load");
 }
 
 static void dump_run(const struct run *r)

@@ -468,7 +468,7 @@ static void expect_exit2(const char *const *args, const char *const *env, const 
   char log[300];
   snprintf(log, sizeof log, "%s/flags.log", tmp_dir);
   struct daemon d = {0};
-  d.pid = spawn_child(args, env, log);
+  d.pid = spawn_child(args, env, -1, log);
   snprintf(d.log, sizeof d.log, "%s", log);
   if (!wait_exit(&d, 20000)) {
     kill_daemon(&d);

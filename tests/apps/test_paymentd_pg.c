@@ -12,14 +12,12 @@
  * under a fresh temporary directory; requests go over plain blocking sockets with receive
  * timeouts, one connection each, from threads when they must overlap; every child is
  * killed in teardown, so a test is bounded in time. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,80 +31,13 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include "child.h"
 #include "coro_check.h"
+#include "fixture.h"
+#include "pgtest.h"
 #include "weft_test.h"
 
-extern char **environ;
-
-enum { MAX_LIVE = 16, MAX_ARGV = 32 };
-
-static char bin_path[4400];
-static char tmp_dir[256];
-static pid_t live[MAX_LIVE]; /* children of the running test: killed in teardown */
-static int nlive;
-static char admin_url[1024]; /* WEFT_TEST_PG_URL */
-static char db_name[64];     /* the running test's database, "" when none */
-static char db_url[1100];    /* admin_url with db_name as its database */
-
-static int64_t mono_ms(void)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000};
-  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-  }
-}
-
-/* ---- the database ---- */
-
-/* url with its database (the path after host[:port]) replaced by db. */
-static void url_with_db(const char *url, const char *db, char *out, size_t size)
-{
-  const char *host = strstr(url, "://");
-  const char *path = host ? strchr(host + 3, '/') : NULL;
-  const char *query = strchr(url, '?');
-  size_t head = path ? (size_t)(path - url) : query ? (size_t)(query - url) : strlen(url);
-  snprintf(out, size, "%.*s/%s%s", (int)head, url, db, query ? query : "");
-}
-
-static void quiet(void *arg, const char *message)
-{
-  (void)arg, (void)message; /* NOTICEs such as "database ... does not exist, skipping" */
-}
-
-static PGconn *pg_open(const char *url)
-{
-  PGconn *c = PQconnectdb(url);
-  if (PQstatus(c) != CONNECTION_OK)
-    fail_msg("connecting to %s: %s", url, PQerrorMessage(c));
-  PQsetNoticeProcessor(c, quiet, NULL);
-  return c;
-}
-
-/* Run sql (printf format) and return its result; fails the test on an error. */
-static PGresult *pg_run(PGconn *c, const char *fmt, ...)
-{
-  char sql[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(sql, sizeof sql, fmt, ap);
-  va_end(ap);
-  PGresult *r = PQexec(c, sql);
-  ExecStatusType st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-    fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-  return r;
-}
-
-static void pg_do(PGconn *c, const char *sql)
-{
-  PQclear(pg_run(c, "%s", sql));
-}
+/* ---- the database (pgtest.h) ---- */
 
 static long pg_count(PGconn *c, const char *where)
 {
@@ -116,108 +47,10 @@ static long pg_count(PGconn *c, const char *where)
   return n;
 }
 
-/* ---- the child ---- */
-
-struct daemon {
-  pid_t pid;
-  int port;
-  char log[512]; /* its stdout and stderr */
-  int status;    /* wait status once reaped */
-  bool reaped;
-};
-
-static int free_port(void)
-{
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-/* Spawn paymentd with args (after the program name, NULL-terminated), output to log,
- * without the PAYMENTD_ variables of this environment. */
-static pid_t spawn_child(const char *const *args, const char *log)
-{
-  const char *argv[MAX_ARGV] = {bin_path};
-  int n = 1;
-  for (; args[n - 1]; n++) {
-    assert_true(n < MAX_ARGV - 1);
-    argv[n] = args[n - 1];
-  }
-  argv[n] = NULL;
-  const char *envp[512];
-  int e = 0;
-  for (char **p = environ; *p && e < 500; p++)
-    if (strncmp(*p, "PAYMENTD_", 9) != 0)
-      envp[e++] = *p;
-  envp[e] = NULL;
-  int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  assert_true(fd >= 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, fd, 1);
-  posix_spawn_file_actions_adddup2(&fa, fd, 2);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, bin_path, &fa, NULL, (char **)argv, (char **)envp) != 0)
-    pid = -1;
-  posix_spawn_file_actions_destroy(&fa);
-  close(fd);
-  assert_true(pid > 0);
-  if (nlive < MAX_LIVE)
-    live[nlive++] = pid;
-  return pid;
-}
-
-static bool wait_exit(struct daemon *d, int timeout_ms)
-{
-  int64_t end = mono_ms() + timeout_ms;
-  while (!d->reaped) {
-    if (waitpid(d->pid, &d->status, WNOHANG) == d->pid) {
-      d->reaped = true;
-      break;
-    }
-    if (mono_ms() > end)
-      return false;
-    sleep_ms(5);
-  }
-  return true;
-}
-
-static char *slurp(const char *path)
-{
-  FILE *f = fopen(path, "rb");
-  char *data = calloc(1, 1 << 20);
-  size_t len = f ? fread(data, 1, (1 << 20) - 1, f) : 0;
-  data[len] = '\0';
-  if (f)
-    fclose(f);
-  return data;
-}
-
-static void dump_log(const struct daemon *d)
-{
-  char *s = slurp(d->log);
-  size_t n = strlen(s);
-  fprintf(stderr, "---- paymentd output (last 4000 bytes):\n%s\n----\n",
-          n > 4000 ? s + n - 4000 : s);
-  free(s);
-}
-
-static void kill_daemon(struct daemon *d)
-{
-  if (d->pid > 0 && !d->reaped) {
-    kill(d->pid, SIGKILL);
-    wait_exit(d, 10000);
-  }
-}
-
 /* ---- HTTP over plain sockets ---- */
 
+/* Its own small client rather than http.h's: the body read to the close, only what these
+ * tests look at kept (json_decref(r.json) frees it), a 30 s receive timeout. */
 struct resp {
   int status;    /* 0: no response */
   bool replayed; /* Idempotent-Replayed: true */
@@ -314,23 +147,19 @@ static void body_for(char *out, size_t cap, long long amount, const char *acct)
 
 /* ---- starting paymentd ---- */
 
-#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 /* Start paymentd on the test's database with extra args; see wait_up. */
 static void spawn_daemon(struct daemon *d, const char *const *extra)
 {
-  static int runs;
   memset(d, 0, sizeof *d);
   d->port = free_port();
-  snprintf(d->log, sizeof d->log, "%s/paymentd-%d.log", tmp_dir, runs++);
   char listen[64];
   snprintf(listen, sizeof listen, "127.0.0.1:%d", d->port);
-  const char *argv[MAX_ARGV] = {"--listen", listen, "--debug-listen", "", "--store", db_url};
+  const char *argv[MAX_ARGV] = {"--listen", listen, "--debug-listen", "", "--store", pg_db_url};
   int n = 6;
   for (int i = 0; extra && extra[i]; i++)
     argv[n++] = extra[i];
   argv[n] = NULL;
-  d->pid = spawn_child(argv, d->log);
+  spawn_daemon_into(d, "paymentd", argv, NULL, -1);
 }
 
 /* Wait until d's /healthz answers 200. */
@@ -382,67 +211,23 @@ static void stop_daemon(struct daemon *d)
 
 /* ---- fixtures ---- */
 
-static bool find_bin(void)
-{
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return false;
-  self[n] = '\0';
-  char *slash = strrchr(self, '/');
-  if (slash)
-    *slash = '\0';
-  snprintf(bin_path, sizeof bin_path, "%s/../apps/paymentd/paymentd", self);
-  return access(bin_path, X_OK) == 0;
-}
-
 static int setup(void **state)
 {
   (void)state;
-  static int seq;
-  if (!find_bin())
-    fail_msg("paymentd not built (%s)", bin_path);
-  snprintf(db_name, sizeof db_name, "paytest_%d_%d", (int)getpid(), seq++);
-  url_with_db(admin_url, db_name, db_url, sizeof db_url);
-  PGconn *c = pg_open(admin_url);
-  PQclear(pg_run(c, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name));
-  PQclear(pg_run(c, "CREATE DATABASE %s", db_name));
-  PQfinish(c);
-  const char *base = getenv("TMPDIR");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/weft-paymentd-pg-XXXXXX",
-           base && *base ? base : "/tmp");
-  assert_non_null(mkdtemp(tmp_dir));
+  child_env_drop = "PAYMENTD_"; /* the flags under test come from each test alone */
+  if (!app_find_bin(NULL, "apps/paymentd/paymentd"))
+    fail_msg("paymentd not built (%s)", app_bin);
+  pg_create_db("paytest");
+  app_make_tmp_dir("paymentd-pg");
   return 0;
 }
 
 static int teardown(void **state)
 {
   (void)state;
-  for (int i = 0; i < nlive; i++)
-    if (waitpid(live[i], NULL, WNOHANG) == 0) {
-      kill(live[i], SIGKILL);
-      waitpid(live[i], NULL, 0);
-    }
-  nlive = 0;
-  if (*db_name) {
-    PGconn *c = PQconnectdb(admin_url);
-    char sql[200];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
-    PQclear(PQexec(c, sql));
-    PQfinish(c);
-    db_name[0] = '\0';
-  }
-  DIR *d = opendir(tmp_dir);
-  for (struct dirent *e; d && (e = readdir(d));) {
-    if (e->d_name[0] == '.')
-      continue;
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", tmp_dir, e->d_name);
-    unlink(path);
-  }
-  if (d)
-    closedir(d);
-  rmdir(tmp_dir);
+  reap_children(); /* after a failed check: no child outlives its test */
+  pg_drop_db();
+  app_remove_tmp_dir();
   return 0;
 }
 
@@ -509,7 +294,7 @@ static void test_basics(void **state)
   json_decref(r2.json);
 
   stop_daemon(&d);
-  PGconn *c = pg_open(db_url);
+  PGconn *c = pg_open(pg_db_url);
   row_of(c, "pg-1", got, sizeof got);
   assert_string_equal(got, want);
   assert_int_equal(pg_count(c, "true"), 1);
@@ -524,7 +309,8 @@ static void expect_exit2(const char *store, const char *needle)
   snprintf(d.log, sizeof d.log, "%s/bad-store.log", tmp_dir);
   char listen[64];
   snprintf(listen, sizeof listen, "127.0.0.1:%d", d.port);
-  d.pid = spawn_child(ARGS("--listen", listen, "--debug-listen", "", "--store", store), d.log);
+  d.pid = spawn_child(ARGS("--listen", listen, "--debug-listen", "", "--store", store), NULL,
+                      -1, d.log);
   if (!wait_exit(&d, 30000)) {
     kill_daemon(&d);
     fail_msg("--store %s: still running after 30 s", store);
@@ -547,7 +333,7 @@ static void test_store_down_at_start(void **state)
   char url[1200];
   snprintf(url, sizeof url, "postgresql://postgres@127.0.0.1:%d/x", free_port());
   expect_exit2(url, "postgres");
-  url_with_db(admin_url, "no_such_database_paytest", url, sizeof url);
+  url_with_db(pg_admin_url, "no_such_database_paytest", url, sizeof url);
   expect_exit2(url, "no_such_database_paytest");
   expect_exit2("postgres://127.0.0.1:5432/x?no_such_option=1", "URL");
 }
@@ -560,7 +346,7 @@ static void test_connections_cut(void **state)
   enum { BEFORE = 8, AFTER = 24 };
   struct daemon d;
   start_daemon(&d, ARGS("--workers", "4"));
-  PGconn *c = pg_open(db_url);
+  PGconn *c = pg_open(pg_db_url);
   char id[64], want[512], got[512];
   int failed = 0;
   for (int i = 0; i < BEFORE + AFTER; i++) {
@@ -668,7 +454,7 @@ static void test_two_processes(void **state)
     pthread_barrier_destroy(&go[k]);
   int64_t took = mono_ms() - t0;
 
-  PGconn *c = pg_open(db_url);
+  PGconn *c = pg_open(pg_db_url);
   int in_progress = 0, replayed = 0, conflict = 0;
   char id[64], body[256], want[512], got[512];
   for (int i = 0; i < IDS; i++) {
@@ -719,7 +505,7 @@ static void test_crashed_claim(void **state)
   (void)state;
   struct daemon d;
   start_daemon(&d, ARGS("--workers", "2")); /* creates the table */
-  PGconn *c = pg_open(db_url);
+  PGconn *c = pg_open(pg_db_url);
   pg_do(c, "INSERT INTO payments (id, state, amount_cents, currency, account, claim_token,"
            " claim_expires) VALUES ('dead', 'pending', 99, 'USD', 'x', 'deadbeef',"
            " now() - interval '1 second'), ('busy', 'pending', 1250, 'EUR', 'acct-1',"
@@ -750,14 +536,9 @@ static void test_crashed_claim(void **state)
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
-  const char *url = getenv("WEFT_TEST_PG_URL"), *required = getenv("WEFT_TEST_PG_REQUIRED");
-  if (!url || !*url) {
-    bool must = required && strcmp(required, "1") == 0;
-    fprintf(stderr, "WEFT_TEST_PG_URL is not set (scripts/pg-start.sh prints one): %s\n",
-            must ? "FAILED (WEFT_TEST_PG_REQUIRED=1)" : "skipped");
-    return must ? 1 : 77; /* 77: CTest's SKIP_RETURN_CODE for this test */
-  }
-  snprintf(admin_url, sizeof admin_url, "%s", url);
+  int skip_code = pg_check_env();
+  if (skip_code >= 0)
+    return skip_code;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_basics, setup, teardown),
       cmocka_unit_test_setup_teardown(test_store_down_at_start, setup, teardown),

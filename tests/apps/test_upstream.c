@@ -10,44 +10,25 @@
  * is still alive, so a test is bounded in time. Statistical checks (error rate, latency)
  * use bounds several standard deviations wide: they fail only when the behaviour is wrong.
  * WEFT_UPSTREAM_BIN runs the tests against another binary. */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include "child.h"
 #include "coro_check.h"
+#include "fixture.h"
+#include "http.h"
 #include "weft_test.h"
-
-extern char **environ;
-
-static char bin_path[4400];
-static char tmp_dir[256];
-enum { MAX_LIVE = 16, MAX_ARGV = 32 };
-static pid_t live[MAX_LIVE]; /* children started by this test: killed in teardown */
-static int nlive;
-
-#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static int64_t mono_ms(void)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static double mono_s(void)
 {
@@ -56,228 +37,7 @@ static double mono_s(void)
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void sleep_ms(int ms)
-{
-  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000};
-  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-  }
-}
-
-/* ---- the child ---- */
-
-struct upstream {
-  pid_t pid;
-  int port;
-  char log[512]; /* its stdout and stderr */
-  int status;    /* wait status once reaped */
-  bool reaped;
-  int64_t spawned; /* mono_ms() just before the spawn: outage windows count from about then */
-};
-
-static int free_port(void)
-{
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-/* Spawn bin_path with args (NULL-terminated), stdout and stderr to log. */
-static pid_t spawn_child(const char *const *args, const char *log)
-{
-  const char *argv[MAX_ARGV] = {bin_path};
-  int n = 1;
-  for (; args && args[n - 1]; n++) {
-    assert_true(n < MAX_ARGV - 1);
-    argv[n] = args[n - 1];
-  }
-  argv[n] = NULL;
-  int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  assert_true(fd >= 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  sigset_t none, defaults;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, fd, 1);
-  posix_spawn_file_actions_adddup2(&fa, fd, 2);
-  posix_spawnattr_init(&attr);
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGINT);
-  sigaddset(&defaults, SIGTERM);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, bin_path, &fa, &attr, (char **)argv, environ) != 0)
-    pid = -1;
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  close(fd);
-  assert_true(pid > 0);
-  if (nlive < MAX_LIVE)
-    live[nlive++] = pid;
-  return pid;
-}
-
-static int connect_to(int port)
-{
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  struct timeval tv = {10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-/* Under TSan, wake the child's poller with a connection (see tests/apps/test_paymentd.c:
- * TSan runs a signal's handler only when the thread that took it enters an intercepted
- * call, and weft's poller waits in epoll_pwait2, which TSan does not intercept). */
-static void poke(int port)
-{
-  static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  int fd = port > 0 ? connect_to(port) : -1;
-  if (fd >= 0) {
-    (void)!send(fd, req, sizeof req - 1, MSG_NOSIGNAL);
-    close(fd);
-  }
-}
-
-/* Wait at most timeout_ms for the child; true when it exited (status in u). */
-static bool wait_exit(struct upstream *u, int timeout_ms)
-{
-  int64_t end = mono_ms() + timeout_ms, next_poke = mono_ms() + 100;
-  while (!u->reaped) {
-    if (waitpid(u->pid, &u->status, WNOHANG) == u->pid) {
-      u->reaped = true;
-      break;
-    }
-    if (mono_ms() > end)
-      return false;
-    if (TSAN && mono_ms() > next_poke) {
-      poke(u->port);
-      next_poke = mono_ms() + 100;
-    }
-    sleep_ms(5);
-  }
-  return true;
-}
-
-static char *slurp(const char *path)
-{
-  FILE *f = fopen(path, "rb");
-  char *data = calloc(1, 65537);
-  size_t n = f ? fread(data, 1, 65536, f) : 0;
-  data[n] = '\0';
-  if (f)
-    fclose(f);
-  return data;
-}
-
-static void dump_log(const struct upstream *u)
-{
-  char *s = slurp(u->log);
-  fprintf(stderr, "---- weft-upstream output:\n%s\n----\n", s);
-  free(s);
-}
-
-/* A signal to the child; under TSan to the thread waiting in epoll (see test_paymentd.c). */
-static void send_signal(pid_t pid, int sig)
-{
-  if (TSAN) {
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-    DIR *dd = opendir(dir);
-    for (struct dirent *e; dd && (e = readdir(dd));) {
-      if (e->d_name[0] == '.')
-        continue;
-      char path[400], line[64] = "";
-      snprintf(path, sizeof path, "%s/%s/syscall", dir, e->d_name);
-      FILE *f = fopen(path, "r");
-      if (f) {
-        if (!fgets(line, sizeof line, f))
-          line[0] = '\0';
-        fclose(f);
-      }
-      long nr = atol(line);
-      if (nr == SYS_epoll_wait || nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2) {
-        syscall(SYS_tgkill, (int)pid, atoi(e->d_name), sig);
-        closedir(dd);
-        return;
-      }
-    }
-    if (dd)
-      closedir(dd);
-  }
-  kill(pid, sig);
-}
-
 /* ---- HTTP ---- */
-
-struct resp {
-  int status; /* 0: no response */
-  char *head; /* status line and headers */
-  char *body;
-  json_t *json; /* the body parsed, when it is JSON */
-  bool closing; /* the server said Connection: close */
-};
-
-static void resp_free(struct resp *r)
-{
-  free(r->head);
-  free(r->body);
-  json_decref(r->json);
-  memset(r, 0, sizeof *r);
-}
-
-/* Read one response with a Content-Length body from fd. false when the connection failed. */
-static bool read_resp(int fd, struct resp *r)
-{
-  size_t cap = 8192, len = 0;
-  char *buf = malloc(cap);
-  char *hend = NULL;
-  long clen = -1;
-  for (;;) {
-    buf[len] = '\0';
-    if (!hend && (hend = strstr(buf, "\r\n\r\n"))) {
-      const char *cl = strcasestr(buf, "\r\nContent-Length:");
-      clen = cl && cl < hend ? atol(cl + 17) : 0;
-    }
-    if (hend && len >= (size_t)(hend + 4 - buf) + (size_t)clen)
-      break;
-    if (len + 4096 >= cap)
-      buf = realloc(buf, cap *= 2);
-    ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      free(buf);
-      return false;
-    }
-    len += (size_t)n;
-  }
-  if (sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1) {
-    free(buf);
-    return false;
-  }
-  r->head = strndup(buf, (size_t)(hend - buf) + 2);
-  r->body = strndup(hend + 4, (size_t)clen);
-  r->json = json_loads(r->body, 0, NULL);
-  r->closing = strcasestr(r->head, "\r\nConnection: close") != NULL;
-  free(buf);
-  return true;
-}
 
 /* A keep-alive connection to the upstream, opened on first use and after a close. */
 struct client {
@@ -324,12 +84,10 @@ static void get(int port, const char *path, struct resp *r)
 
 /* ---- starting and stopping ---- */
 
-static void start_upstream(struct upstream *u, const char *const *args)
+static void start_upstream(struct daemon *u, const char *const *args)
 {
-  static int runs;
   memset(u, 0, sizeof *u);
   u->port = free_port();
-  snprintf(u->log, sizeof u->log, "%s/upstream-%d.log", tmp_dir, runs++);
   char listen[64];
   snprintf(listen, sizeof listen, "127.0.0.1:%d", u->port);
   const char *argv[MAX_ARGV] = {"--listen", listen};
@@ -337,8 +95,7 @@ static void start_upstream(struct upstream *u, const char *const *args)
   for (int i = 0; args && args[i]; i++)
     argv[n++] = args[i];
   argv[n] = NULL;
-  u->spawned = mono_ms();
-  u->pid = spawn_child(argv, u->log);
+  spawn_daemon_into(u, "upstream", argv, NULL, -1);
   for (;;) {
     struct resp r;
     get(u->port, "/healthz", &r);
@@ -355,7 +112,7 @@ static void start_upstream(struct upstream *u, const char *const *args)
 }
 
 /* SIGTERM; the child must exit 0 within 10 s. */
-static void stop_upstream(struct upstream *u)
+static void stop_upstream(struct daemon *u)
 {
   send_signal(u->pid, SIGTERM);
   if (!wait_exit(u, 10000)) {
@@ -437,7 +194,7 @@ static void test_determinism(void **state)
   (void)state;
   static const char *const ids[] = {"alice", "bob", "u-1", "u-2", "u-3", "u-4", "u-5", "u-6"};
   enum { N = sizeof ids / sizeof *ids };
-  struct upstream a, b, c;
+  struct daemon a, b, c;
   start_upstream(&a, ARGS("--api", "users", "--seed", "42"));
   start_upstream(&b, ARGS("--api", "users", "--seed", "42"));
   start_upstream(&c, ARGS("--api", "users", "--seed", "43"));
@@ -477,7 +234,7 @@ static void test_answers(void **state)
                {"fx", "/rates/JPY", "JPY"},
                {"users", "/users/a%20b", "a b"}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    struct upstream u;
+    struct daemon u;
     start_upstream(&u, ARGS("--api", cases[i].api, "--log-level", "warn"));
     struct resp r;
     get(u.port, cases[i].path, &r);
@@ -492,7 +249,7 @@ static void test_answers(void **state)
 static void test_not_found_and_metrics(void **state)
 {
   (void)state;
-  struct upstream u;
+  struct daemon u;
   start_upstream(&u, ARGS("--api", "users"));
   struct client c = {u.port, -1};
   struct resp r;
@@ -531,7 +288,7 @@ static void test_error_rate(void **state)
 {
   (void)state;
   enum { N = 2000 };
-  struct upstream u;
+  struct daemon u;
   start_upstream(&u, ARGS("--api", "geo", "--error-rate", "0.2", "--seed", "7"));
   struct client c = {u.port, -1};
   char first[4][256] = {{0}};
@@ -599,7 +356,7 @@ static int cmp_double(const void *a, const void *b)
 static void test_latency(void **state)
 {
   (void)state;
-  struct upstream u;
+  struct daemon u;
   start_upstream(&u, ARGS("--api", "fx", "--latency-median", "20ms", "--latency-p99", "100ms",
                           "--seed", "3"));
   static struct lat_job jobs[LAT_THREADS];
@@ -633,7 +390,7 @@ static void test_latency(void **state)
 static void test_outage_refuse(void **state)
 {
   (void)state;
-  struct upstream u;
+  struct daemon u;
   start_upstream(&u, ARGS("--api", "users", "--outage", "1500ms:1500ms"));
   struct client kept = {u.port, -1};
   struct resp r;
@@ -680,7 +437,7 @@ static void test_outage_refuse(void **state)
 static void test_outage_stall(void **state)
 {
   (void)state;
-  struct upstream u;
+  struct daemon u;
   start_upstream(&u, ARGS("--api", "users", "--outage", "1s:1500ms", "--outage-mode", "stall"));
   while (mono_ms() < u.spawned + 1200)
     sleep_ms(10);
@@ -743,9 +500,10 @@ static void test_bad_flags(void **state)
   char in_use[64];
   snprintf(in_use, sizeof in_use, "127.0.0.1:%d", ntohs(a.sin_port));
   for (size_t i = 0; i < NCASES; i++) {
-    struct upstream u = {0};
+    struct daemon u = {0};
     snprintf(u.log, sizeof u.log, "%s/bad-%zu.log", tmp_dir, i);
-    u.pid = spawn_child(cases[i] ? cases[i] : ARGS("--api", "fx", "--listen", in_use), u.log);
+    u.pid = spawn_child(cases[i] ? cases[i] : ARGS("--api", "fx", "--listen", in_use), NULL, -1,
+                        u.log);
     if (!wait_exit(&u, 10000))
       fail_msg("case %zu: still running after 10 s", i);
     char *out = slurp(u.log);
@@ -760,58 +518,22 @@ static void test_bad_flags(void **state)
   close(busy);
 }
 
-static bool find_bin(void)
-{
-  const char *env = getenv("WEFT_UPSTREAM_BIN");
-  if (env && *env) {
-    snprintf(bin_path, sizeof bin_path, "%s", env);
-    return access(bin_path, X_OK) == 0;
-  }
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return false;
-  self[n] = '\0';
-  char *slash = strrchr(self, '/');
-  if (slash)
-    *slash = '\0';
-  snprintf(bin_path, sizeof bin_path, "%s/../apps/etl/weft-upstream", self);
-  return access(bin_path, X_OK) == 0;
-}
-
 static int setup(void **state)
 {
   (void)state;
-  if (!find_bin()) {
-    fprintf(stderr, "weft-upstream not built (%s): skipped\n", bin_path);
+  if (!app_find_bin("WEFT_UPSTREAM_BIN", "apps/etl/weft-upstream")) {
+    fprintf(stderr, "weft-upstream not built (%s): skipped\n", app_bin);
     skip();
   }
-  const char *base = getenv("TMPDIR");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/weft-upstream-XXXXXX", base && *base ? base : "/tmp");
-  assert_non_null(mkdtemp(tmp_dir));
+  app_make_tmp_dir("upstream");
   return 0;
 }
 
 static int teardown(void **state)
 {
   (void)state;
-  for (int i = 0; i < nlive; i++) /* after a failed check: no child outlives its test */
-    if (waitpid(live[i], NULL, WNOHANG) == 0) {
-      kill(live[i], SIGKILL);
-      waitpid(live[i], NULL, 0);
-    }
-  nlive = 0;
-  DIR *d = opendir(tmp_dir);
-  for (struct dirent *e; d && (e = readdir(d));) {
-    if (e->d_name[0] == '.')
-      continue;
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", tmp_dir, e->d_name);
-    unlink(path);
-  }
-  if (d)
-    closedir(d);
-  rmdir(tmp_dir);
+  reap_children(); /* after a failed check: no child outlives its test */
+  app_remove_tmp_dir();
   return 0;
 }
 

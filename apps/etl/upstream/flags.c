@@ -5,12 +5,12 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include "common/flags.h"
+#include "common/values.h"
 #include "upstream.h"
 
 static void usage(FILE *f)
@@ -36,39 +36,6 @@ const char *up_api_name(up_api api)
   return names[api];
 }
 
-/* Go's time.ParseDuration, plus a bare number meaning seconds. */
-static int parse_duration(const char *s, int64_t *ns)
-{
-  static const struct {
-    const char *unit;
-    double mult;
-  } units[] = {{"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
-  double total = 0;
-  if (!*s)
-    return -EINVAL;
-  while (*s) {
-    char *end;
-    if (!(isdigit((unsigned char)*s) || *s == '.'))
-      return -EINVAL;
-    double v = strtod(s, &end);
-    if (end == s || !isfinite(v))
-      return -EINVAL;
-    size_t un = strspn(end, "nsumh");
-    double mult = un == 0 && !*end && total == 0 ? 1e9 : -1;
-    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
-      if (un == strlen(units[i].unit) && strncmp(end, units[i].unit, un) == 0)
-        mult = units[i].mult;
-    if (mult < 0)
-      return -EINVAL;
-    total += v * mult;
-    s = end + un;
-  }
-  if (total > 9e18)
-    return -EINVAL;
-  *ns = (int64_t)total;
-  return 0;
-}
-
 static int parse_u64(const char *s, uint64_t *out)
 {
   char *end;
@@ -83,20 +50,21 @@ static int parse_u64(const char *s, uint64_t *out)
 }
 
 /* "START:DURATION" appended to o's windows. */
-static int parse_outage(const char *s, up_opts *o)
+static const char *parse_outage(const char *s, void *opts)
 {
+  up_opts *o = opts;
   const char *colon = strchr(s, ':');
   char start[64];
   if (!colon || (size_t)(colon - s) >= sizeof start || o->nwindows == UP_MAX_WINDOWS)
-    return -EINVAL;
+    return "START:DURATION such as 5s:2s (at most 64)";
   snprintf(start, sizeof start, "%.*s", (int)(colon - s), s);
   up_window w;
   int64_t dur;
-  if (parse_duration(start, &w.start) || parse_duration(colon + 1, &dur) || dur <= 0)
-    return -EINVAL;
+  if (app_parse_duration(start, &w.start) || app_parse_duration(colon + 1, &dur) || dur <= 0)
+    return "START:DURATION such as 5s:2s (at most 64)";
   w.end = w.start + dur;
   o->windows[o->nwindows++] = w;
-  return 0;
+  return NULL;
 }
 
 static int by_start(const void *a, const void *b)
@@ -120,65 +88,19 @@ static void merge_windows(up_opts *o)
   o->nwindows = n;
 }
 
-static int parse_level(const char *s, int *level)
+static const char *parse_listen(const char *v, void *listen)
 {
-  static const struct {
-    const char *name;
-    int level;
-  } levels[] = {{"debug", WEFT_LOG_DEBUG},
-                {"info", WEFT_LOG_INFO},
-                {"warn", WEFT_LOG_WARN},
-                {"warning", WEFT_LOG_WARN},
-                {"error", WEFT_LOG_ERROR}};
-  for (size_t i = 0; i < sizeof levels / sizeof *levels; i++)
-    if (strcasecmp(s, levels[i].name) == 0)
-      return *level = levels[i].level, 0;
-  return -EINVAL;
+  return *v && strchr(v, ':') ? (*(const char **)listen = v, NULL) : "an address host:port";
 }
 
-static const char *apply_api(up_opts *o, const char *v)
+static const char *parse_seed(const char *v, void *seed)
 {
-  for (int a = UP_USERS; a <= UP_FX; a++)
-    if (strcmp(v, up_api_name((up_api)a)) == 0)
-      return o->api = (up_api)a, NULL;
-  return "users, geo or fx";
+  return parse_u64(v, seed) ? "an unsigned integer" : NULL;
 }
 
-static const char *apply_error_rate(up_opts *o, const char *v)
+static const char *parse_level(const char *v, void *level)
 {
-  char *end;
-  double f = strtod(v, &end);
-  if (!*v || *end || !(f >= 0 && f <= 1))
-    return "a fraction between 0 and 1";
-  o->error_rate = f;
-  return NULL;
-}
-
-/* Apply value v of flag name to o; NULL, or what a valid value looks like. */
-static const char *apply(up_opts *o, const char *name, const char *v)
-{
-  if (!strcmp(name, "api"))
-    return apply_api(o, v);
-  if (!strcmp(name, "listen"))
-    return *v && strchr(v, ':') ? (o->listen = v, NULL) : "an address host:port";
-  if (!strcmp(name, "latency-median"))
-    return parse_duration(v, &o->latency_median) ? "a duration such as 20ms" : NULL;
-  if (!strcmp(name, "latency-p99"))
-    return parse_duration(v, &o->latency_p99) ? "a duration such as 200ms" : NULL;
-  if (!strcmp(name, "error-rate"))
-    return apply_error_rate(o, v);
-  if (!strcmp(name, "outage"))
-    return parse_outage(v, o) ? "START:DURATION such as 5s:2s (at most 64)" : NULL;
-  if (!strcmp(name, "outage-mode")) {
-    if (strcmp(v, "refuse") && strcmp(v, "stall"))
-      return "refuse or stall";
-    return o->outage_mode = strcmp(v, "stall") ? UP_OUTAGE_REFUSE : UP_OUTAGE_STALL, NULL;
-  }
-  if (!strcmp(name, "seed"))
-    return parse_u64(v, &o->seed) ? "an unsigned integer" : NULL;
-  if (!strcmp(name, "log-level"))
-    return parse_level(v, &o->log_level) ? "debug, info, warn or error" : NULL;
-  return "";
+  return app_parse_log_level(v, level) ? "debug, info, warn or error" : NULL;
 }
 
 /* What is wrong with the flags taken together, or NULL. */
@@ -195,49 +117,32 @@ static const char *check(const up_opts *o, bool have_api)
   return NULL;
 }
 
-static bool known(const char *name)
-{
-  static const char *const names[] = {"api",         "listen",     "latency-median",
-                                      "latency-p99", "error-rate", "outage",
-                                      "outage-mode", "seed",       "log-level"};
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (!strcmp(name, names[i]))
-      return true;
-  return false;
-}
+static const char *const apis[] = {"users", "geo", "fx", NULL}; /* up_api */
+static const char *const modes[] = {"refuse", "stall", NULL};   /* up_outage_mode */
 
 int up_parse_args(int argc, char **argv, up_opts *o)
 {
-  bool have_api = false;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "-help"))
-      return usage(stdout), 1;
-    if (a[0] != '-' || a[1] == '\0') {
-      fprintf(stderr, "weft-upstream: unexpected argument %s\n", a);
-      return -1;
-    }
-    a += 1 + (a[1] == '-');
-    char name[64];
-    const char *eq = strchr(a, '=');
-    snprintf(name, sizeof name, "%.*s", (int)(eq ? eq - a : (long)strlen(a)), a);
-    if (!known(name)) {
-      fprintf(stderr, "weft-upstream: unknown flag --%s\n", name);
-      return -1;
-    }
-    if (!eq && i + 1 >= argc) {
-      fprintf(stderr, "weft-upstream: flag --%s needs a value\n", name);
-      return -1;
-    }
-    const char *v = eq ? eq + 1 : argv[++i];
-    const char *want = apply(o, name, v);
-    if (want) {
-      fprintf(stderr, "weft-upstream: invalid --%s \"%s\": want %s\n", name, v, want);
-      return -1;
-    }
-    have_api |= !strcmp(name, "api");
-  }
-  const char *wrong = check(o, have_api);
+  app_flag table[] = {
+      APP_CHOICE("api", o->api, apis, "users, geo or fx"),
+      APP_CUSTOM("listen", &o->listen, parse_listen, NULL),
+      APP_DURATION("latency-median", o->latency_median, 0, "a duration such as 20ms"),
+      APP_DURATION("latency-p99", o->latency_p99, 0, "a duration such as 200ms"),
+      APP_FLOAT("error-rate", o->error_rate, 0, 1, "a fraction between 0 and 1"),
+      APP_CUSTOM("outage", o, parse_outage, NULL),
+      APP_CHOICE("outage-mode", o->outage_mode, modes, "refuse or stall"),
+      APP_CUSTOM("seed", &o->seed, parse_seed, NULL),
+      APP_CUSTOM("log-level", &o->log_level, parse_level, NULL),
+  };
+  app_flags f = {.flags = table, .nflags = sizeof table / sizeof *table};
+  app_flag_error e;
+  char line[256];
+  int rc = app_flags_parse(&f, argc, argv, &e);
+  if (rc > 0)
+    return usage(stdout), 1;
+  if (rc < 0)
+    return fprintf(stderr, "weft-upstream: %s\n", app_flags_error_line(&e, line, sizeof line)),
+           -1;
+  const char *wrong = check(o, table[0].seen);
   if (wrong) {
     fprintf(stderr, "weft-upstream: %s\n", wrong);
     return -1;

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/logger.h"
 #include "upstream.h"
 
 #define SHUTDOWN_GRACE (2 * UP_SEC)
@@ -138,15 +139,6 @@ static int serve_until_stopped(up_app *app, weft_http_router *rt, weft_ctx *stop
   }
 }
 
-static weft_logger *make_logger(int level)
-{
-  weft_log_options lo = {.level = level};
-  weft_log_handler *h = weft_log_json_handler_new(&lo);
-  weft_logger *l = h ? weft_logger_new(h) : NULL;
-  weft_log_handler_release(h);
-  return l;
-}
-
 static int run_with(up_app *app, weft_signal_ctx *sc, weft_http_router *rt)
 {
   char bound[300];
@@ -175,7 +167,7 @@ static int run(void *arg)
   app->started = weft_now();
   /* Catch SIGINT and SIGTERM before anything is announced. */
   weft_signal_ctx *sc = weft_signal_ctx_new(NULL, NULL, 0);
-  app->log = make_logger(app->o->log_level);
+  app->log = app_logger_new(true, app->o->log_level);
   up_faults_init(app);
   weft_http_router *rt = NULL;
   int rc = sc && app->log ? up_api_init(app, &rt) : -ENOMEM;
