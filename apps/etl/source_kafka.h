@@ -23,6 +23,7 @@ enum {
 #define KAFKA_COMMIT_STALE    ((int64_t)30 * 1000000000) /* ns: an unanswered commit */
 #define KAFKA_DEFAULT_COMMIT  ((int64_t)1000 * 1000000)
 #define KAFKA_DEFAULT_REVOKE  ((int64_t)10000 * 1000000)
+#define KAFKA_DESTROY_TIMEOUT ((int64_t)15 * 1000000000) /* ns, then abandoned */
 #define KAFKA_REVOKE_REFUSALS 3 /* refused revoke commits before the marks are carried */
 #define KAFKA_CLOSE_POLL      ((int64_t)10 * 1000000) /* ns between closed() checks */
 
