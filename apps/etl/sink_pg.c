@@ -409,34 +409,6 @@ static void one_line(char *s)
     s[--n] = '\0';
 }
 
-/* "host H port P database D" of url for messages (the URL may hold a password), or the
- * reason it does not parse into err and false. */
-static bool describe_url(const char *url, char *where, size_t wlen, char *err, size_t errlen)
-{
-  char *perr = NULL;
-  PQconninfoOption *opts = PQconninfoParse(url, &perr);
-  if (!opts) {
-    snprintf(err, errlen, "invalid --sink URL: %s", perr ? perr : "out of memory");
-    PQfreemem(perr);
-    one_line(err);
-    return false;
-  }
-  const char *host = "(default)", *port = "(default)", *db = "(default)";
-  for (PQconninfoOption *o = opts; o->keyword; o++) {
-    if (!o->val || !*o->val)
-      continue;
-    if (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0)
-      host = o->val;
-    else if (strcmp(o->keyword, "port") == 0)
-      port = o->val;
-    else if (strcmp(o->keyword, "dbname") == 0)
-      db = o->val;
-  }
-  snprintf(where, wlen, "host %s port %s database %s", host, port, db);
-  PQconninfoFree(opts);
-  return true;
-}
-
 /* Make the tables (see schema_sql). 0, or -EIO with the reason in why. */
 static int create_schema(pg_sink *s, char *why, size_t len)
 {
@@ -459,15 +431,16 @@ static int create_schema(pg_sink *s, char *why, size_t len)
 int etl_sink_pg_open(const char *url, etl_sink **out, char *err, size_t errlen)
 {
   char where[300], why[400] = "";
-  if (!describe_url(url, where, sizeof where, err, errlen))
-    return -EINVAL;
+  int rc = weft_pg_describe(url, where, sizeof where);
+  if (rc)
+    return snprintf(err, errlen, "invalid --sink URL: %s", where), rc;
   pg_sink *s = calloc(1, sizeof *s);
   if (!s)
     return snprintf(err, errlen, "postgres sink: out of memory"), -ENOMEM;
   s->base.ops = &pg_ops;
   weft_pg_pool_options po = {
       .conninfo = url, .max_conns = 1, .connect_timeout = CONNECT_TIMEOUT};
-  int rc = weft_pg_pool_new(&po, &s->pool, why, sizeof why);
+  rc = weft_pg_pool_new(&po, &s->pool, why, sizeof why);
   if (rc == 0 && (rc = create_schema(s, why, sizeof why)) != 0)
     weft_pg_pool_free(s->pool);
   if (rc) {

@@ -334,17 +334,18 @@ static bool append_kv(char *buf, size_t size, size_t *len, const char *kw, const
  * where gets "host H port P database D" for messages: the URL may hold a password. */
 static char *make_conninfo(const char *url, char *where, size_t wlen, char *err, size_t errlen)
 {
-  char *perr = NULL;
-  PQconninfoOption *opts = PQconninfoParse(url, &perr);
+  if (weft_pg_describe(url, where, wlen) != 0) {
+    snprintf(err, errlen, "invalid --store URL: %s", where);
+    return NULL;
+  }
+  PQconninfoOption *opts = PQconninfoParse(url, NULL);
   if (!opts) {
-    snprintf(err, errlen, "invalid --store URL: %s", perr ? perr : "out of memory");
-    PQfreemem(perr);
-    one_line(err);
+    snprintf(err, errlen, "invalid --store URL: out of memory");
     return NULL;
   }
   size_t size = strlen(url) * 2 + 256, len = 0;
   char *buf = malloc(size);
-  const char *host = "", *port = "", *db = "", *options = "";
+  const char *options = "";
   bool ok = buf != NULL;
   for (PQconninfoOption *o = opts; ok && o->keyword; o++) {
     if (!o->val)
@@ -353,20 +354,12 @@ static char *make_conninfo(const char *url, char *where, size_t wlen, char *err,
       options = o->val;
       continue;
     }
-    if (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0)
-      host = o->val;
-    else if (strcmp(o->keyword, "port") == 0)
-      port = o->val;
-    else if (strcmp(o->keyword, "dbname") == 0)
-      db = o->val;
     ok = append_kv(buf, size, &len, o->keyword, o->val);
   }
   char opt[1024];
   snprintf(opt, sizeof opt, "%s%s-c synchronous_commit=on", options, *options ? " " : "");
   ok = ok && append_kv(buf, size, &len, "options", opt) &&
        append_kv(buf, size, &len, "fallback_application_name", "paymentd");
-  snprintf(where, wlen, "host %s port %s database %s", *host ? host : "(default)",
-           *port ? port : "(default)", *db ? db : "(default)");
   PQconninfoFree(opts);
   if (!ok) {
     snprintf(err, errlen, "invalid --store URL: out of memory");

@@ -70,6 +70,12 @@ WEFT_API int weft_pg_exec(weft_pg *c, weft_ctx *ctx, int64_t deadline, const cha
  * socket, a query cut off by a deadline or a context). */
 WEFT_API bool weft_pg_broken(const weft_pg *c);
 
+/* weft_pg_describe: "host H port P database D" of conninfo ("(default)" for what it does
+ * not name), for messages and logs: conninfo may hold a password, which this never shows.
+ * Returns 0, or -EINVAL with libpq's reason (one line) in out when conninfo does not
+ * parse, or -ENOMEM. Any thread; never blocks. */
+WEFT_API int weft_pg_describe(const char *conninfo, char *out, size_t len);
+
 /* weft_pg_conn: the libpq connection underneath, for what this API does not cover
  * (PQescapeLiteral, PQserverVersion, ...). Never use it to send or read a query. */
 WEFT_API PGconn *weft_pg_conn(weft_pg *c);

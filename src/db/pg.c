@@ -99,6 +99,40 @@ static void write_reason(char *err, size_t errlen, const char *prefix, const cha
   snprintf(err, errlen, "%s%.*s", prefix, (int)n, msg);
 }
 
+int weft_pg_describe(const char *conninfo, char *out, size_t len)
+{
+  char *perr = NULL;
+  PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+  if (!opts) {
+    int rc = perr ? -EINVAL : -ENOMEM;
+    if (len > 0) { /* libpq's reason, its lines joined into one */
+      snprintf(out, len, "%s", perr ? perr : "out of memory");
+      for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+          *p = ' ';
+      for (size_t n = strlen(out); n && out[n - 1] == ' ';)
+        out[--n] = '\0';
+    }
+    PQfreemem(perr);
+    return rc;
+  }
+  const char *host = "(default)", *port = "(default)", *db = "(default)";
+  for (PQconninfoOption *o = opts; o->keyword; o++) {
+    if (!o->val || !*o->val)
+      continue;
+    if (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0)
+      host = o->val;
+    else if (strcmp(o->keyword, "port") == 0)
+      port = o->val;
+    else if (strcmp(o->keyword, "dbname") == 0)
+      db = o->val;
+  }
+  if (len > 0)
+    snprintf(out, len, "host %s port %s database %s", host, port, db);
+  PQconninfoFree(opts);
+  return 0;
+}
+
 /* The ways a wait can end early while connecting, as a reason. */
 static void write_wait_reason(char *err, size_t errlen, int rc)
 {

@@ -246,6 +246,24 @@ static int connect_fail_main(void *arg)
   return 0;
 }
 
+/* Descriptions for messages never show a password; a bad conninfo says why, on one line.
+ * Needs no server. */
+static void test_describe(void **state)
+{
+  char out[300];
+  assert_int_equal(
+      weft_pg_describe("postgresql://app:s3cret@127.0.0.1:6543/orders", out, sizeof out), 0);
+  assert_string_equal(out, "host 127.0.0.1 port 6543 database orders");
+  assert_int_equal(weft_pg_describe("host=db.local password=s3cret", out, sizeof out), 0);
+  assert_string_equal(out, "host db.local port (default) database (default)");
+  assert_null(strstr(out, "s3cret"));
+  assert_int_equal(weft_pg_describe("postgresql://[::1", out, sizeof out), -EINVAL);
+  assert_true(strlen(out) > 0);
+  assert_null(strchr(out, '\n'));
+  assert_int_equal(weft_pg_describe("bogus_option=1", out, sizeof out), -EINVAL);
+  assert_non_null(strstr(out, "bogus_option"));
+}
+
 static void test_connect_fails(void **state)
 {
   /* Needs no server; runs even without one. */
@@ -673,6 +691,7 @@ int main(int argc, char **argv)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_connect_exec),
       cmocka_unit_test(test_server_error),
+      cmocka_unit_test(test_describe),
       cmocka_unit_test(test_connect_fails),
       cmocka_unit_test(test_connect_deadline),
       cmocka_unit_test(test_deadline_and_cancel),
