@@ -436,25 +436,6 @@ static const char *route_label(const char *path)
   return slash > rest && strcmp(slash, suffix) == 0 ? "confirm" : "unknown";
 }
 
-/* Whether the request target's path (as sent, up to any query) is in the canonical form
- * the router would not redirect: no empty, "." or ".." segment. The API answers an unclean
- * path with 404 rather than the router's 301, which would send a client to another
- * resource (an empty id to a payment named "confirm"). An encoded dot ("%2E") is an id's
- * character, judged by the id check. */
-static bool target_is_clean(const char *target)
-{
-  for (const char *seg = target; *seg == '/';) {
-    const char *end = seg + 1 + strcspn(seg + 1, "/?");
-    size_t len = (size_t)(end - seg - 1);
-    bool last = *end != '/';
-    if ((len == 0 && !last) || (len == 1 && seg[1] == '.') ||
-        (len == 2 && seg[1] == '.' && seg[2] == '.'))
-      return false;
-    seg = end;
-  }
-  return true;
-}
-
 static void dispatch(pay_app *app, weft_http_response *w, weft_http_request *r,
                      const char *path)
 {
@@ -466,8 +447,6 @@ static void dispatch(pay_app *app, weft_http_response *w, weft_http_request *r,
   if (atomic_load_explicit(&app->shutting_down, memory_order_relaxed) &&
       strcmp(path, "/healthz") != 0)
     return reply_shutting_down(w);
-  if (!target_is_clean(weft_http_request_target(r)))
-    return reply_error(w, 404, "not_found", "no such path");
   weft_http_router_serve(w, r, router);
 }
 
@@ -494,6 +473,9 @@ int pay_api_init(pay_app *app)
   rc = rc ? rc : weft_http_router_handle(router, "GET /healthz", h_healthz, app);
   rc = rc ? rc : weft_http_router_handle(router, "GET /metrics", h_metrics, app);
   weft_http_router_set_not_found(router, h_not_found, app);
+  /* No redirects: an unclean path ("//", "..") would be sent to another resource (an
+   * empty id to a payment named "confirm"). */
+  weft_http_router_set_redirects(router, false);
   weft_http_router_set_method_not_allowed(router, h_method, app);
   return rc;
 }

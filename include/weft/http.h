@@ -14,6 +14,7 @@
 #ifndef WEFT_HTTP_H
 #define WEFT_HTTP_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "common.h"
@@ -242,6 +243,14 @@ WEFT_API void weft_http_router_set_not_found(weft_http_router *rt, weft_http_han
                                              void *arg);
 WEFT_API void weft_http_router_set_method_not_allowed(weft_http_router *rt,
                                                       weft_http_handler_fn fn, void *arg);
+
+/* weft_http_router_set_redirects: on (the default) a request whose path Go's ServeMux would
+ * redirect (an unclean path such as "/a//b" or "/a/../b", or "/tree" when only "/tree/"
+ * is routed) gets the 301; off, it is answered as not found (the 404 handler), as an API
+ * whose clients should not follow redirects to other resources wants.
+ * weft_http_router_match still reports WEFT_HTTP_ROUTE_REDIRECT. Any thread, not while
+ * serving. */
+WEFT_API void weft_http_router_set_redirects(weft_http_router *rt, bool on);
 
 /* weft_http_router_serve: a handler (arg: the router) dispatching to the routes. It
  * matches the request's method, Host and raw target as weft_http_router_match does, then:

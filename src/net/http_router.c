@@ -92,6 +92,7 @@ struct weft_http_router {
   void *not_found_arg;
   weft_http_handler_fn not_allowed; /* NULL: the default 405 */
   void *not_allowed_arg;
+  bool no_redirects; /* redirects answered as not found (set_redirects off) */
 };
 
 /* ---- percent-decoding, as Go's url.PathUnescape is used by ServeMux ---- */
@@ -1028,6 +1029,12 @@ void weft_http_router_set_method_not_allowed(weft_http_router *rt, weft_http_han
   rt->not_allowed_arg = arg;
 }
 
+void weft_http_router_set_redirects(weft_http_router *rt, bool on)
+{
+  if (rt)
+    rt->no_redirects = !on;
+}
+
 /* ---- serving ---- */
 
 /* The target's path and query as sent: an origin-form target as it is, an absolute-form
@@ -1090,15 +1097,20 @@ static void dispatch_found(weft_http_response *w, weft_http_request *r,
   m->fn(w, r, m->arg);
 }
 
+static void answer_not_found(weft_http_router *rt, weft_http_response *w, weft_http_request *r)
+{
+  if (rt->not_found)
+    rt->not_found(w, r, rt->not_found_arg);
+  else
+    weft_http_response_error(w, 404, "404 page not found");
+}
+
 static void dispatch(weft_http_router *rt, weft_http_response *w, weft_http_request *r,
                      const weft_http_route_match *m, int rc)
 {
   switch (rc) {
   case WEFT_HTTP_ROUTE_FOUND:
     dispatch_found(w, r, m);
-    return;
-  case WEFT_HTTP_ROUTE_REDIRECT:
-    send_redirect(w, r, m->location);
     return;
   case WEFT_HTTP_ROUTE_METHOD_NOT_ALLOWED:
     weft_http_response_set_header(w, "Allow", m->allow);
@@ -1107,11 +1119,14 @@ static void dispatch(weft_http_router *rt, weft_http_response *w, weft_http_requ
     else
       weft_http_response_error(w, 405, NULL);
     return;
-  case WEFT_HTTP_ROUTE_NOT_FOUND:
-    if (rt->not_found)
-      rt->not_found(w, r, rt->not_found_arg);
+  case WEFT_HTTP_ROUTE_REDIRECT:
+    if (rt->no_redirects)
+      answer_not_found(rt, w, r);
     else
-      weft_http_response_error(w, 404, "404 page not found");
+      send_redirect(w, r, m->location);
+    return;
+  case WEFT_HTTP_ROUTE_NOT_FOUND:
+    answer_not_found(rt, w, r);
     return;
   default: /* -ENOMEM for the larger buffers */
     weft_http_response_error(w, 500, NULL);

@@ -710,6 +710,46 @@ static void test_serve(void **state)
   weft_http_router_free(inner);
 }
 
+/* With redirects off, what Go would redirect is answered by the 404 handler. */
+static int no_redirects_main(void *arg)
+{
+  weft_http_router *rt = arg;
+  weft_http_server_config cfg = {.handler = weft_http_router_serve, .handler_arg = rt};
+  struct served sv = {.srv = weft_http_server_new(&cfg), .done = WEFT_WG_INIT};
+  sv.fd = weft_listen("tcp", "127.0.0.1:0", 0);
+  CHECK(sv.srv != NULL && sv.fd >= 0);
+  if (!sv.srv || sv.fd < 0)
+    return -1;
+  int port = weft_local_port(sv.fd);
+  weft_wg_add(&sv.done, 1);
+  weft_go(serve_co, &sv);
+  expect_response(port, "GET", "/items/7", "HTTP/1.1 200", "item id=7", NULL);
+  expect_response(port, "POST", "/x/../items/3", "HTTP/1.1 418", "custom not found\n", NULL);
+  expect_response(port, "GET", "/items//7", "HTTP/1.1 418", NULL);
+  expect_response(port, "GET", "/files", "HTTP/1.1 418", NULL); /* trailing slash */
+  expect_response(port, "DELETE", "/items/7", "HTTP/1.1 405", NULL);
+  CHECK_EQ(weft_http_server_shutdown(sv.srv, weft_now() + MS(5000)), 0);
+  weft_wg_wait(&sv.done);
+  weft_close(sv.fd);
+  weft_http_server_free(sv.srv);
+  return 0;
+}
+
+static void test_no_redirects(void **state)
+{
+  (void)state;
+  static const char *const none[] = {NULL};
+  weft_http_router *rt = router_with(none);
+  assert_int_equal(weft_http_router_handle(rt, "GET /items/{id}", item_handler, "item"), 0);
+  assert_int_equal(weft_http_router_handle(rt, "/files/{path...}", item_handler, "files"), 0);
+  weft_http_router_set_not_found(rt, teapot, NULL);
+  weft_http_router_set_redirects(rt, false);
+  checks_reset();
+  assert_int_equal(run_weft(2, no_redirects_main, rt), 0);
+  ASSERT_NO_CHECK_FAILED();
+  weft_http_router_free(rt);
+}
+
 int main(int argc, char **argv)
 {
   const struct CMUnitTest tests[] = {
@@ -725,6 +765,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_small_buffers),
       cmocka_unit_test(test_many_patterns),
       cmocka_unit_test(test_serve),
+      cmocka_unit_test(test_no_redirects),
   };
   return weft_test_main(argc, argv, tests, sizeof tests / sizeof tests[0], NULL, 0);
 }
