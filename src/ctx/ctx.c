@@ -495,6 +495,11 @@ int weft_ctx_stop_func(weft_ctx_stop *stop)
 
 /* ---- hooks for blocking calls (ctx_hook.h) ---- */
 
+bool weft__ctx_can_be_done(const weft_ctx *c)
+{
+  return c && c->canceller;
+}
+
 int weft__ctx_hook_add(weft_ctx *c, struct ctx_hook *h)
 {
   struct weft_ctx *k = c ? c->canceller : NULL;

@@ -104,7 +104,7 @@ static void cc_disarm(struct weft__canceller *cn)
 /* A canceller for ctx, or NULL when ctx can never be done (the plain call then). */
 #define CTX_CANCELLER(name, ctx)                                                     \
   struct ctx_canceller name##_storage = {.base = {cc_arm, cc_disarm}, .ctx = (ctx)}; \
-  struct weft__canceller *name = weft_ctx_done(ctx) ? &name##_storage.base : NULL
+  struct weft__canceller *name = weft__ctx_can_be_done(ctx) ? &name##_storage.base : NULL
 
 int weft_wait_readable_ctx(int fd, weft_ctx *ctx)
 {

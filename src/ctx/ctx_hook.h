@@ -13,6 +13,7 @@
 #define WEFT_CTX_HOOK_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "weft/ctx.h"
 
@@ -25,6 +26,10 @@ struct ctx_hook {
   atomic_int state;             /* enum ctx_hook_state */
   struct ctx_hook *next, *prev; /* guarded by node's lock */
 };
+
+/* weft__ctx_can_be_done: whether ctx has a cancel node at or above it (else no hook ever
+ * fires), without creating its done channel as weft_ctx_done would. Any thread. */
+bool weft__ctx_can_be_done(const weft_ctx *ctx);
 
 /* weft__ctx_hook_add: arm h (fn and arg set) on ctx. Returns 0 when armed or when ctx can
  * never be done (then h stays IDLE and never fires), or ctx's error if it is already

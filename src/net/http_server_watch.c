@@ -21,13 +21,15 @@
  *   (weft__http_watch_end) a watcher; it joins before it reads the socket again and before
  *   the request's context, which the watcher borrows, is released.
  * - The watcher's wait may consume the poller's readiness mark that await_request's edge
- *   wait counts on (a pipelined request's bytes): after a watch the connection forgets
- *   that its socket was drained and reads before waiting.
+ *   wait counts on (a pipelined request's bytes): after a watch whose wait returned for
+ *   readiness the connection forgets that its socket was drained and reads before
+ *   waiting. A wait ended by the join consumed nothing, and the socket stays drained.
  *
  * Watching starts lazily, at the first weft_http_request_ctx (or at the end of the body
  * when the context came first): a handler that never asks for its context cannot observe
- * a cancellation, so it pays nothing. One that does pays a coroutine start, a poll(2),
- * a recv and a join per request (docs/internals/http.md has the numbers).
+ * a cancellation, so it pays nothing. One that does pays a coroutine start and a join per
+ * request, plus a poll(2) when the socket was not drained (docs/internals/http.md has the
+ * numbers).
  *
  * Rejected: the connection's coroutine itself watching while the handler runs elsewhere
  * (a handoff per request and a second stack for every request, asked or not); a watcher
@@ -61,10 +63,14 @@ static int peer_gone(int fd)
 static void watch_main(void *arg)
 {
   struct http_watch *w = arg;
-  /* The first wait looks at the socket's state (poll): an end of stream that came
-   * before the watcher did counts. Later ones wait for a new edge. */
-  int err = weft__wait_fd_ctx(w->fd, 0, w->ctx, WEFT_NO_DEADLINE);
+  /* An end of stream that came before the watcher did counts. When the connection's
+   * last read drained the socket, whatever came since raised an edge the poller kept, so
+   * waiting for an edge sees it; otherwise the first wait looks at the socket's state
+   * (poll). Later waits are for a new edge. */
+  int err = w->drained ? weft__wait_fd_edge_ctx(w->fd, 0, w->ctx, WEFT_NO_DEADLINE)
+                       : weft__wait_fd_ctx(w->fd, 0, w->ctx, WEFT_NO_DEADLINE);
   while (!err) {
+    w->saw_edge = true;
     int gone = peer_gone(w->fd);
     if (gone == 1)
       weft_ctx_cancel_cause(w->ctx, -ECONNRESET);
@@ -89,6 +95,8 @@ void weft__http_watch_start(weft_http_request *r)
   w->allowed = false; /* one attempt per request */
   w->ctx = r->ctx;
   w->fd = weft_conn_fd(hc->conn);
+  w->drained = hc->drained && !weft_conn_is_tls(hc->conn);
+  w->saw_edge = false;
   weft_wg_add(&w->done, 1);
   if (weft_go_named(watch_main, w, "http disconnect watch") != 0) {
     weft_wg_done(&w->done);
@@ -107,5 +115,6 @@ void weft__http_watch_end(struct http_conn *hc, weft_http_request *r)
   weft_wg_wait(&w->done);
   w->running = false;
   w->ctx = NULL;
-  hc->drained = false; /* the watcher may have taken the edge of a pipelined request */
+  if (w->saw_edge)
+    hc->drained = false; /* the watcher may have taken the edge of a pipelined request */
 }

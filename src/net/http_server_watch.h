@@ -16,6 +16,11 @@ struct http_watch {
   weft_wg done;  /* 1 while the watcher coroutine runs; the connection waits for 0 */
   weft_ctx *ctx; /* the request's context, borrowed: released only after the join */
   int fd;        /* the connection's socket; set before the watcher starts */
+  bool drained;  /* set before the watcher starts: the socket was empty at the connection's
+                    last read, so anything since came with an edge the poller kept */
+  bool saw_edge; /* the watcher's wait returned for readiness (it may have consumed the
+                    poller's mark); written by the watcher, read by the connection after
+                    the join */
   bool allowed;  /* connection coroutine only: a handler runs, the config allows a watch */
   bool running;  /* connection coroutine only: a watcher started and is not yet joined */
 };
