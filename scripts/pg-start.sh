@@ -3,8 +3,10 @@
 #   postgresql://postgres@127.0.0.1:PORT/postgres
 # The cluster lives in $WEFT_PG_DIR (default /tmp/weft-pg): data/ holds the cluster, the
 # unix socket sits in the directory itself, log is the server's log. It listens on
-# 127.0.0.1:$WEFT_PG_PORT (default 55432) with trust authentication for local and loopback
-# connections; fsync stays on (the server's default). The superuser is "postgres".
+# 127.0.0.1:$WEFT_PG_PORT (default 25432: below the ephemeral port range, where a client
+# socket of an earlier test, in TIME_WAIT, could hold the port) with trust authentication
+# for local and loopback connections; fsync stays on (the server's default). The
+# superuser is "postgres".
 #
 # Idempotent: when a server of ours already runs there, it only prints the URL. A
 # directory left by a server that is gone is wiped and made afresh. A directory that is
@@ -17,7 +19,7 @@ set -euo pipefail
 
 PGBIN=${WEFT_PG_BIN:-/usr/lib/postgresql/15/bin}
 dir=${WEFT_PG_DIR:-/tmp/weft-pg}
-port=${WEFT_PG_PORT:-55432}
+port=${WEFT_PG_PORT:-25432}
 url="postgresql://postgres@127.0.0.1:${port}/postgres"
 
 die() {

@@ -291,11 +291,8 @@ static void h_confirm(weft_http_response *w, weft_http_request *r, void *arg)
   strcpy(req.id, id);
   if ((code = parse_body(body, len, &req, &msg)))
     return reply_error(w, 400, code, msg);
-  weft_ctx *ctx = weft_ctx_with_timeout(weft_http_request_ctx(r), app->o->request_timeout);
-  if (!ctx)
-    return reply_error(w, 500, "store_error", "out of memory");
-  int rc = pay_confirm(app, &req, ctx, &out);
-  weft_ctx_release(ctx);
+  int rc = pay_confirm(app, &req, weft_http_request_ctx(r),
+                       weft_now() + app->o->request_timeout, &out);
   reply_outcome(app, w, rc, &out);
 }
 
@@ -421,19 +418,19 @@ int pay_load_tokens(pay_app *app, const char *path, char *err, size_t errlen)
 /* ---- dispatch ---- */
 
 /* The route label for metrics, from the path alone (the router's 404s included). */
-static const char *route_label(const char *path)
+static enum pay_route route_of(const char *path)
 {
   static const char prefix[] = "/v1/payments/", suffix[] = "/confirm";
   if (strcmp(path, "/healthz") == 0)
-    return "healthz";
+    return PAY_ROUTE_HEALTHZ;
   if (strcmp(path, "/metrics") == 0)
-    return "metrics";
+    return PAY_ROUTE_METRICS;
   if (strncmp(path, prefix, sizeof prefix - 1) != 0)
-    return "unknown";
+    return PAY_ROUTE_UNKNOWN;
   const char *rest = path + sizeof prefix - 1, *slash = strchr(rest, '/');
   if (!slash)
-    return *rest ? "get_payment" : "unknown";
-  return slash > rest && strcmp(slash, suffix) == 0 ? "confirm" : "unknown";
+    return *rest ? PAY_ROUTE_GET : PAY_ROUTE_UNKNOWN;
+  return slash > rest && strcmp(slash, suffix) == 0 ? PAY_ROUTE_CONFIRM : PAY_ROUTE_UNKNOWN;
 }
 
 static void dispatch(pay_app *app, weft_http_response *w, weft_http_request *r,
@@ -457,7 +454,7 @@ void pay_api_serve(weft_http_response *w, weft_http_request *r, void *arg)
   const char *path = weft_http_request_path(r);
   dispatch(app, w, r, path);
   int code = weft_http_response_status(w);
-  pay_metrics_request(app, route_label(path), code ? code : 200, weft_now() - start);
+  pay_metrics_request(app, route_of(path), code ? code : 200, weft_now() - start);
   weft_log_debug(app->log, weft_http_request_ctx(r), "request",
                  WEFT_STR("method", weft_http_request_method(r)), WEFT_STR("path", path),
                  WEFT_INT("status", code), WEFT_DUR("duration", weft_now() - start));

@@ -12,6 +12,12 @@
 #include "common/metrics.h"
 #include "paymentd.h"
 
+static const char *const route_names[PAY_ROUTES] = {[PAY_ROUTE_CONFIRM] = "confirm",
+                                                    [PAY_ROUTE_GET] = "get_payment",
+                                                    [PAY_ROUTE_HEALTHZ] = "healthz",
+                                                    [PAY_ROUTE_METRICS] = "metrics",
+                                                    [PAY_ROUTE_UNKNOWN] = "unknown"};
+
 static void collect(weft_metrics_emitter *em, void *arg)
 {
   pay_app *app = arg;
@@ -52,19 +58,38 @@ int pay_metrics_init(pay_app *app)
                                "Time a worker spends on one confirmation.",
                                (int)(sizeof work_buckets / sizeof *work_buckets), work_buckets,
                                &m->processing);
+  for (int r = 0; !rc && r < PAY_ROUTES; r++)
+    if (!(m->duration_by_route[r] = weft_histogram_vec_with(m->duration, route_names[r])))
+      rc = -ENOMEM;
+  if (!rc && !(m->requests_by_route = calloc(PAY_ROUTES, sizeof *m->requests_by_route)))
+    rc = -ENOMEM;
   return rc ? rc : app_metrics_register_std(app->reg, collect, app);
 }
 
-void pay_metrics_request(pay_app *app, const char *route, int code, int64_t ns)
+/* The counter of route and code, looked up in the family the first time only. Two
+ * coroutines racing on a first lookup get the same child and store the same pointer. */
+static weft_counter *request_counter(pay_metrics *m, enum pay_route route, int code)
 {
-  char c[8];
+  bool cached = code >= PAY_CODE_MIN && code < PAY_CODE_MIN + PAY_CODES;
+  _Atomic(weft_counter *) *slot =
+      cached ? &m->requests_by_route[route][code - PAY_CODE_MIN] : NULL;
+  weft_counter *ctr = slot ? atomic_load_explicit(slot, memory_order_acquire) : NULL;
+  if (ctr)
+    return ctr;
+  char c[12];
   snprintf(c, sizeof c, "%d", code);
-  weft_counter *ctr = weft_counter_vec_with(app->m.requests, route, c);
+  ctr = weft_counter_vec_with(m->requests, route_names[route], c);
+  if (ctr && slot)
+    atomic_store_explicit(slot, ctr, memory_order_release);
+  return ctr;
+}
+
+void pay_metrics_request(pay_app *app, enum pay_route route, int code, int64_t ns)
+{
+  weft_counter *ctr = request_counter(&app->m, route, code);
   if (ctr)
     weft_counter_inc(ctr);
-  weft_histogram *h = weft_histogram_vec_with(app->m.duration, route);
-  if (h)
-    weft_histogram_observe_ns(h, ns);
+  weft_histogram_observe_ns(app->m.duration_by_route[route], ns);
 }
 
 void pay_metrics_confirmation(pay_app *app, int result)
@@ -93,4 +118,6 @@ char *pay_metrics_text(pay_app *app, size_t *len)
 void pay_metrics_fini(pay_app *app)
 {
   weft_metrics_unregister_collector(app->reg, collect, app);
+  free(app->m.requests_by_route);
+  app->m.requests_by_route = NULL;
 }

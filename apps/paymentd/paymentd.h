@@ -44,10 +44,27 @@ typedef struct pay_inflight {
 
 /* ---- metrics.c ---- */
 
+/* The routes of the metrics' route label. */
+enum pay_route {
+  PAY_ROUTE_CONFIRM,
+  PAY_ROUTE_GET,
+  PAY_ROUTE_HEALTHZ,
+  PAY_ROUTE_METRICS,
+  PAY_ROUTE_UNKNOWN,
+  PAY_ROUTES
+};
+
+/* Status codes 100..599: the request counters' cache (metrics.c). */
+enum { PAY_CODE_MIN = 100, PAY_CODES = 500 };
+
 typedef struct pay_metrics {
-  weft_counter_vec *requests;      /* paymentd_http_requests_total{route,code} */
-  weft_histogram_vec *duration;    /* paymentd_http_request_duration_seconds{route} */
-  weft_counter *rejected;          /* paymentd_rejected_total */
+  weft_counter_vec *requests;   /* paymentd_http_requests_total{route,code} */
+  weft_histogram_vec *duration; /* paymentd_http_request_duration_seconds{route} */
+  /* The children of those two by route (and code), looked up once: a family's lookup by
+   * label takes its lock and hashes the strings, and a child is never dropped. */
+  weft_histogram *duration_by_route[PAY_ROUTES];           /* set at init */
+  _Atomic(weft_counter *) (*requests_by_route)[PAY_CODES]; /* [PAY_ROUTES]; filled lazily */
+  weft_counter *rejected;                                  /* paymentd_rejected_total */
   weft_counter_vec *confirmations; /* paymentd_confirmations_total{result} */
   weft_histogram *processing;      /* paymentd_processing_duration_seconds */
 } pay_metrics;
@@ -73,12 +90,14 @@ typedef struct pay_app {
 /* The outcome of a confirmation (>= 0), else a negative errno. */
 enum pay_result { PAY_CONFIRMED = 0, PAY_REPLAYED = 1, PAY_CONFLICT = 2 };
 
-/* pay_confirm: queue the validated request req and wait for its outcome under ctx.
- * On PAY_CONFIRMED and PAY_REPLAYED *out is the stored record. Returns a pay_result, or
- * -EBUSY (id in flight: 409 in_progress), -EAGAIN (queue full: 429), -EPIPE (pool closed:
- * 503), -ETIMEDOUT or ctx's error (504: the job goes on), -ECANCELED (abandoned at a
- * shutdown deadline: 503), -EIO (store failed: 500), -ENOMEM. Coroutine, may park. */
-int pay_confirm(pay_app *app, const pay_record *req, weft_ctx *ctx, pay_record *out);
+/* pay_confirm: queue the validated request req and wait for its outcome under ctx until
+ * deadline (weft_now() ns). On PAY_CONFIRMED and PAY_REPLAYED *out is the stored record.
+ * Returns a pay_result, or -EBUSY (id in flight: 409 in_progress), -EAGAIN (queue full:
+ * 429), -EPIPE (pool closed: 503), -ETIMEDOUT or ctx's error (504: the job goes on),
+ * -ECANCELED (abandoned at a shutdown deadline: 503), -EIO (store failed: 500), -ENOMEM.
+ * Coroutine, may park. */
+int pay_confirm(pay_app *app, const pay_record *req, weft_ctx *ctx, int64_t deadline,
+                pay_record *out);
 /* pay_pool_start: the pool of app->workers over --queue. 0 or a negative errno. */
 int pay_pool_start(pay_app *app);
 void pay_inflight_init(pay_inflight *f);
@@ -98,7 +117,7 @@ int pay_load_tokens(pay_app *app, const char *path, char *err, size_t errlen);
 int pay_metrics_init(pay_app *app);
 /* pay_metrics_fini: stop reading the pool at scrapes (before it is freed). */
 void pay_metrics_fini(pay_app *app);
-void pay_metrics_request(pay_app *app, const char *route, int code, int64_t ns);
+void pay_metrics_request(pay_app *app, enum pay_route route, int code, int64_t ns);
 void pay_metrics_confirmation(pay_app *app, int result);
 void pay_metrics_rejected(pay_app *app);
 void pay_metrics_processing(pay_app *app, int64_t ns);

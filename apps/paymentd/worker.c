@@ -29,11 +29,11 @@ struct pay_inflight_node {
 };
 
 typedef struct pay_job {
-  atomic_int refs; /* the handler's and the worker's */
-  pay_app *app;    /* borrowed */
-  pay_record req;  /* the validated request; read-only */
-  pay_record out;  /* written by the worker before the job ends, read after */
-  int64_t queued;  /* weft_now() at submission */
+  atomic_int refs;            /* the handler's and the worker's */
+  pay_app *app;               /* borrowed */
+  pay_inflight_node inflight; /* in app->inflight from submission to the worker's end */
+  pay_record req;             /* the validated request; read-only */
+  pay_record out;             /* written by the worker before the job ends, read after */
 } pay_job;
 
 static size_t hash_id(const char *id)
@@ -50,13 +50,10 @@ void pay_inflight_init(pay_inflight *f)
   weft_mutex_init(&f->mu);
 }
 
-/* Add id; -EBUSY when it is already in flight, -ENOMEM. */
-static int inflight_add(pay_inflight *f, const char *id)
+/* Add n (its id set); -EBUSY when the id is already in flight. */
+static int inflight_add(pay_inflight *f, pay_inflight_node *n)
 {
-  pay_inflight_node *n = malloc(sizeof *n);
-  if (!n)
-    return -ENOMEM;
-  strcpy(n->id, id);
+  const char *id = n->id;
   size_t h = hash_id(id);
   int rc = 0;
   weft_mutex_lock(&f->mu);
@@ -68,23 +65,18 @@ static int inflight_add(pay_inflight *f, const char *id)
     f->buckets[h] = n;
   }
   weft_mutex_unlock(&f->mu);
-  if (rc)
-    free(n);
   return rc;
 }
 
-static void inflight_remove(pay_inflight *f, const char *id)
+static void inflight_remove(pay_inflight *f, pay_inflight_node *n)
 {
-  pay_inflight_node *gone = NULL;
   weft_mutex_lock(&f->mu);
-  for (pay_inflight_node **pp = &f->buckets[hash_id(id)]; *pp; pp = &(*pp)->next)
-    if (strcmp((*pp)->id, id) == 0) {
-      gone = *pp;
-      *pp = gone->next;
+  for (pay_inflight_node **pp = &f->buckets[hash_id(n->id)]; *pp; pp = &(*pp)->next)
+    if (*pp == n) {
+      *pp = n->next;
       break;
     }
   weft_mutex_unlock(&f->mu);
-  free(gone);
 }
 
 static void job_release(pay_job *job)
@@ -176,7 +168,7 @@ static long job_run(weft_ctx *ctx, void *arg)
   pay_metrics_processing(job->app, weft_now() - start);
   if (rc >= 0)
     pay_metrics_confirmation(job->app, (int)rc);
-  inflight_remove(&job->app->inflight, job->req.id);
+  inflight_remove(&job->app->inflight, &job->inflight);
   job_release(job);
   return rc;
 }
@@ -185,7 +177,7 @@ static long job_run(weft_ctx *ctx, void *arg)
 static void job_abandon(void *arg)
 {
   pay_job *job = arg;
-  inflight_remove(&job->app->inflight, job->req.id);
+  inflight_remove(&job->app->inflight, &job->inflight);
   job_release(job);
 }
 
@@ -200,10 +192,11 @@ int pay_pool_start(pay_app *app)
 }
 
 /* Wait for the job; copy its record out. The job is freed by whoever is last. */
-static int wait_job(weft_pool_job *pj, pay_job *job, weft_ctx *ctx, pay_record *out)
+static int wait_job(weft_pool_job *pj, pay_job *job, weft_ctx *ctx, int64_t deadline,
+                    pay_record *out)
 {
   long result = -EIO;
-  int rc = weft_pool_job_wait(pj, ctx, &result);
+  int rc = weft_pool_job_wait_until(pj, ctx, deadline, &result);
   weft_pool_job_free(pj);
   if (rc == 0 && result >= 0)
     *out = job->out;
@@ -213,14 +206,16 @@ static int wait_job(weft_pool_job *pj, pay_job *job, weft_ctx *ctx, pay_record *
   return (int)result;
 }
 
-int pay_confirm(pay_app *app, const pay_record *req, weft_ctx *ctx, pay_record *out)
+int pay_confirm(pay_app *app, const pay_record *req, weft_ctx *ctx, int64_t deadline,
+                pay_record *out)
 {
   pay_job *job = malloc(sizeof *job);
   if (!job)
     return -ENOMEM;
-  *job = (pay_job){.app = app, .req = *req, .queued = weft_now()};
+  *job = (pay_job){.app = app, .req = *req};
+  strcpy(job->inflight.id, req->id);
   atomic_init(&job->refs, 2);
-  int rc = inflight_add(&app->inflight, req->id);
+  int rc = inflight_add(&app->inflight, &job->inflight);
   if (rc != 0) {
     free(job);
     return rc;
@@ -228,9 +223,9 @@ int pay_confirm(pay_app *app, const pay_record *req, weft_ctx *ctx, pay_record *
   weft_pool_job *pj;
   rc = weft_pool_try_submit(app->pool, job_run, job, &pj);
   if (rc != 0) {
-    inflight_remove(&app->inflight, req->id);
+    inflight_remove(&app->inflight, &job->inflight);
     free(job);
     return rc == -EAGAIN || rc == -EPIPE ? rc : -ENOMEM;
   }
-  return wait_job(pj, job, ctx, out);
+  return wait_job(pj, job, ctx, deadline, out);
 }

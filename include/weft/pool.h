@@ -138,8 +138,16 @@ WEFT_API int weft_pool_try_submit(weft_pool *pool, weft_pool_fn fn, void *arg,
  * deadline without running (weft_pool_job_ran tells the two apart). ctx: NULL never
  * cancelled. Returns 0 once ended; ctx's error when ctx is done first (the job goes on:
  * wait again, or free the handle). Several coroutines may wait on one handle while it is
- * held. Coroutine, may park (wait reason "select"). */
+ * held. Coroutine, may park (wait reason "pool job"); -EPERM on a thread that is not
+ * running a coroutine, unless the job has already ended. */
 WEFT_API int weft_pool_job_wait(weft_pool_job *job, weft_ctx *ctx, long *result);
+
+/* weft_pool_job_wait_until: weft_pool_job_wait that also gives up at deadline (absolute,
+ * weft_now() ns; WEFT_NO_DEADLINE: none) with -ETIMEDOUT; the job goes on. A request
+ * handler's timeout without a context of its own: no allocation, and a timer only when
+ * the wait parks. Coroutine, may park (wait reason "pool job"). */
+WEFT_API int weft_pool_job_wait_until(weft_pool_job *job, weft_ctx *ctx, int64_t deadline,
+                                      long *result);
 
 /* weft_pool_job_is_done: 1 once the job has ended (its result is then ready), else 0.
  * Any thread; never parks. */

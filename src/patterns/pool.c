@@ -37,23 +37,11 @@
 #include <stdio.h>
 
 #include "core/core.h"
+#include "patterns/pool_internal.h"
 #include "weft/chan.h"
 #include "weft/pool.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
-
-enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_ABANDONED };
-
-struct weft_pool_job {
-  atomic_int refs;            /* the queue's or running worker's, plus the handle's */
-  atomic_int state;           /* enum job_state; set before done is closed */
-  weft_pool_fn fn;            /* immutable */
-  void *arg;                  /* immutable; borrowed */
-  long result;                /* written before done is closed; read after */
-  int64_t queued_at;          /* pool clock at linking; guarded by the pool's mu */
-  weft_chan *done;            /* closed when the job ends; NULL without a handle */
-  struct weft_pool_job *next; /* queue link; guarded by the pool's mu */
-};
 
 /* The metrics of one pool; all NULL without a registry (updates then do nothing). */
 struct pool_metrics {
@@ -71,7 +59,8 @@ struct weft_pool {
   int live;               /* workers not yet returned; guarded by mu */
   atomic_int closed_flag; /* relaxed copy of closed: a hint for try_submit and stats */
   atomic_size_t depth;    /* queued jobs; written under mu, read anywhere */
-  atomic_int busy;        /* workers running a job; written under mu */
+  atomic_int busy;        /* workers running a job: incremented under mu, decremented
+                             without it (a job's end) */
   atomic_int nworkers;    /* as live; written under mu */
   atomic_uint_fast64_t submitted, completed, failed, rejected, cancelled; /* relaxed */
   size_t capacity;                                                        /* immutable */
@@ -85,73 +74,6 @@ struct weft_pool {
   struct pool_metrics m;         /* immutable handles */
   char name[64];                 /* immutable */
 };
-
-/* ---- jobs ---- */
-
-static void job_release(weft_pool_job *job)
-{
-  if (atomic_fetch_sub_explicit(&job->refs, 1, memory_order_acq_rel) != 1)
-    return;
-  weft_chan_release(job->done);
-  free(job);
-}
-
-/* A job with a done channel when a handle is wanted. */
-static weft_pool_job *job_new(weft_pool_fn fn, void *arg, int with_handle)
-{
-  weft_pool_job *job = calloc(1, sizeof *job);
-  if (!job)
-    return NULL;
-  if (with_handle && !(job->done = weft_chan_new(1, 0))) {
-    free(job);
-    return NULL;
-  }
-  atomic_init(&job->refs, with_handle ? 2 : 1);
-  atomic_init(&job->state, JOB_QUEUED);
-  job->fn = fn;
-  job->arg = arg;
-  return job;
-}
-
-/* End the job with result: publish it, wake its waiters, drop the pool's reference. */
-static void job_end(weft_pool_job *job, long result, enum job_state state)
-{
-  job->result = result;
-  atomic_store_explicit(&job->state, state, memory_order_release);
-  if (job->done)
-    weft_chan_close(job->done);
-  job_release(job);
-}
-
-int weft_pool_job_wait(weft_pool_job *job, weft_ctx *ctx, long *result)
-{
-  if (!job)
-    return -EINVAL;
-  int rc = weft_chan_recv_ctx(job->done, NULL, ctx);
-  if (rc != -EPIPE)
-    return rc ? rc : -EPROTO; /* nothing is ever sent on done */
-  if (result)
-    *result = job->result;
-  return 0;
-}
-
-int weft_pool_job_is_done(const weft_pool_job *job)
-{
-  int s = atomic_load_explicit(&job->state, memory_order_acquire);
-  return s == JOB_DONE || s == JOB_ABANDONED;
-}
-
-int weft_pool_job_ran(const weft_pool_job *job)
-{
-  int s = atomic_load_explicit(&job->state, memory_order_acquire);
-  return s == JOB_RUNNING || s == JOB_DONE;
-}
-
-void weft_pool_job_free(weft_pool_job *job)
-{
-  if (job)
-    job_release(job);
-}
 
 /* ---- metrics ---- */
 
@@ -239,10 +161,11 @@ static void set_depth(weft_pool *p, size_t depth)
   weft_gauge_set(p->m.depth, (double)depth);
 }
 
-static void set_busy(weft_pool *p, int busy)
+/* busy changes by one, under mu or not: a worker ending its job does not take mu. */
+static void add_busy(weft_pool *p, int delta)
 {
-  atomic_store_explicit(&p->busy, busy, memory_order_relaxed);
-  weft_gauge_set(p->m.busy, busy);
+  atomic_fetch_add_explicit(&p->busy, delta, memory_order_relaxed);
+  weft_gauge_add(p->m.busy, delta);
 }
 
 static void set_live(weft_pool *p, int live)
@@ -301,7 +224,7 @@ static weft_pool_job *take_job(weft_pool *p)
       p->tail = NULL;
     job->next = NULL;
     set_depth(p, atomic_load_explicit(&p->depth, memory_order_relaxed) - 1);
-    set_busy(p, atomic_load_explicit(&p->busy, memory_order_relaxed) + 1);
+    add_busy(p, 1);
     atomic_store_explicit(&job->state, JOB_RUNNING, memory_order_release);
   }
   check_invariants(p);
@@ -319,14 +242,12 @@ static void run_job(weft_pool *p, weft_pool_job *job)
   int64_t start = weft_clock_now(p->clock);
   long result = job->fn(p->ctx, job->arg);
   weft_histogram_observe_ns(p->m.work_s, weft_clock_now(p->clock) - start);
-  weft_mutex_lock(&p->mu);
-  set_busy(p, atomic_load_explicit(&p->busy, memory_order_relaxed) - 1);
-  weft_mutex_unlock(&p->mu);
+  add_busy(p, -1);
   if (result >= 0)
     count(&p->completed, p->m.completed);
   else
     count(&p->failed, p->m.failed);
-  job_end(job, result, JOB_DONE);
+  weft__pool_job_end(job, result, JOB_DONE);
 }
 
 static void worker(void *arg)
@@ -457,7 +378,7 @@ static int accept_job(weft_pool *p, weft_pool_job *job, weft_pool_job **job_out)
   if (rc) {
     count(&p->rejected, p->m.rejected);
     weft_pool_job_free(job_out ? job : NULL);
-    job_release(job);
+    weft__pool_job_release(job);
     return rc;
   }
   if (job_out)
@@ -477,7 +398,7 @@ int weft_pool_try_submit(weft_pool *pool, weft_pool_fn fn, void *arg, weft_pool_
     count(&pool->rejected, pool->m.rejected);
     return closed ? -EPIPE : -EAGAIN;
   }
-  weft_pool_job *job = job_new(fn, arg, job_out != NULL);
+  weft_pool_job *job = weft__pool_job_new(fn, arg, job_out != NULL);
   if (!job) {
     slot_release(pool);
     return -ENOMEM;
@@ -510,7 +431,7 @@ int weft_pool_submit(weft_pool *pool, weft_ctx *ctx, weft_pool_fn fn, void *arg,
     count(&pool->rejected, pool->m.rejected);
     return -EPIPE;
   }
-  weft_pool_job *job = job_new(fn, arg, job_out != NULL);
+  weft_pool_job *job = weft__pool_job_new(fn, arg, job_out != NULL);
   if (!job)
     return -ENOMEM;
   int rc = acquire_slot(pool, ctx);
@@ -518,7 +439,7 @@ int weft_pool_submit(weft_pool *pool, weft_ctx *ctx, weft_pool_fn fn, void *arg,
     if (rc == -EPIPE)
       count(&pool->rejected, pool->m.rejected);
     weft_pool_job_free(job_out ? job : NULL);
-    job_release(job);
+    weft__pool_job_release(job);
     return rc;
   }
   return accept_job(pool, job, job_out);
@@ -588,7 +509,7 @@ static long abandon(weft_pool *p)
     if (p->on_abandon)
       p->on_abandon(j->arg);
     count(&p->cancelled, p->m.cancelled);
-    job_end(j, -ECANCELED, JOB_ABANDONED);
+    weft__pool_job_end(j, -ECANCELED, JOB_ABANDONED);
     count_n++;
   }
   return count_n;

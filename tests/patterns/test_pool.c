@@ -613,6 +613,101 @@ static void test_invalid(void **state)
   assert_null(p);
 }
 
+/* ---- waiting with a deadline; several waiters; races with the job's end ---- */
+
+struct waiter_arg {
+  weft_pool_job *job;
+  weft_ctx *ctx;
+  int64_t deadline;
+  int rc;
+  long result;
+  weft_wg *done;
+};
+
+static void waiter(void *arg)
+{
+  struct waiter_arg *w = arg;
+  w->result = -1;
+  w->rc = weft_pool_job_wait_until(w->job, w->ctx, w->deadline, &w->result);
+  weft_wg_done(w->done);
+}
+
+static int wait_until_main(void *arg)
+{
+  (void)arg;
+  struct gate g;
+  gate_init(&g);
+  weft_pool *p = pool_make(1, 4, NULL);
+  weft_pool_job *job;
+  CHECK_EQ(weft_pool_submit(p, NULL, gated, &g, &job), 0);
+  wait_entered(&g, 1);
+  long r = -1;
+  int64_t t0 = weft_now();
+  CHECK_EQ(weft_pool_job_wait_until(job, NULL, t0 + MS(5), &r), -ETIMEDOUT);
+  CHECK(weft_now() - t0 >= MS(5));
+  CHECK_EQ(r, -1);
+  CHECK_EQ(weft_pool_job_wait_until(job, NULL, t0, &r), -ETIMEDOUT); /* past: at once */
+  weft_ctx *cancelled = weft_ctx_with_cancel(NULL);
+  weft_ctx_cancel(cancelled);
+  CHECK_EQ(weft_pool_job_wait_until(job, cancelled, WEFT_NO_DEADLINE, &r), -ECANCELED);
+  CHECK_EQ(weft_pool_job_is_done(job), 0);
+
+  /* Four waiters on the one handle: a context cancelled, a deadline, two for the end. */
+  weft_wg wg;
+  weft_wg_init(&wg);
+  weft_ctx *soon = weft_ctx_with_cancel(NULL);
+  struct waiter_arg w[4] = {
+      {.job = job, .ctx = soon, .deadline = WEFT_NO_DEADLINE, .done = &wg},
+      {.job = job, .deadline = weft_now() + MS(10), .done = &wg},
+      {.job = job, .deadline = WEFT_NO_DEADLINE, .done = &wg},
+      {.job = job, .deadline = weft_now() + MS(10000), .done = &wg},
+  };
+  weft_wg_add(&wg, 4);
+  for (int i = 0; i < 4; i++)
+    weft_go(waiter, &w[i]);
+  weft_sleep(MS(2));
+  weft_ctx_cancel(soon);
+  weft_sleep(MS(20)); /* the deadline of w[1] passes */
+  gate_open(&g);
+  weft_wg_wait(&wg);
+  CHECK_EQ(w[0].rc, -ECANCELED);
+  CHECK_EQ(w[1].rc, -ETIMEDOUT);
+  CHECK_EQ(w[2].rc, 0);
+  CHECK_EQ(w[2].result, 7);
+  CHECK_EQ(w[3].rc, 0);
+  CHECK_EQ(w[3].result, 7);
+  CHECK_EQ(weft_pool_job_wait_until(job, cancelled, t0, &r), 0); /* ended: the result */
+  CHECK_EQ(r, 7);
+  weft_pool_job_free(job);
+
+  /* Deadlines and cancellations that race the job's end: each wait ends once, with the
+   * result or its own error, and a second wait always gets the result. */
+  for (int i = 0; i < 2000; i++) {
+    weft_pool_job *h;
+    CHECK_EQ(weft_pool_submit(p, NULL, twice, (void *)(intptr_t)i, &h), 0);
+    weft_ctx *c = weft_ctx_with_timeout(NULL, (i % 5) * 1000);
+    int rc = weft_pool_job_wait_until(h, i % 2 ? c : NULL, weft_now() + (i % 7) * 1000, &r);
+    CHECK(rc == 0 || rc == -ETIMEDOUT);
+    if (rc == 0)
+      CHECK_EQ(r, 2L * i);
+    CHECK_EQ(weft_pool_job_wait(h, NULL, &r), 0);
+    CHECK_EQ(r, 2L * i);
+    weft_ctx_release(c);
+    weft_pool_job_free(h);
+  }
+  weft_ctx_release(soon);
+  weft_ctx_release(cancelled);
+  weft_pool_free(p);
+  gate_destroy(&g);
+  return 0;
+}
+
+static void test_wait_until(void **state)
+{
+  (void)state;
+  run_checked_p1to4(wait_until_main, NULL);
+}
+
 /* ---- many producers on P = 1..4: every accepted job runs exactly once ---- */
 
 enum { PRODUCERS = 8, PER_PRODUCER = 500 };
@@ -714,6 +809,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_full),
       cmocka_unit_test(test_park),
       cmocka_unit_test(test_drain),
+      cmocka_unit_test(test_wait_until),
       cmocka_unit_test(test_shutdown_deadline),
       cmocka_unit_test(test_shutdown_in_time),
       cmocka_unit_test(test_shutdown_past),

@@ -138,8 +138,11 @@ bool read_resp(int fd, struct resp *r)
   long clen = -1;
   bool chunked = false;
   for (;;) {
-    if (len + 4096 >= cap)
+    if (len + 4096 >= cap) {
+      size_t hoff = hend ? (size_t)(hend - buf) : 0;
       buf = realloc(buf, cap *= 2);
+      hend = hend ? buf + hoff : NULL; /* the head's end moved with the buffer */
+    }
     buf[len] = '\0';
     if (!hend && (hend = strstr(buf, "\r\n\r\n")))
       body_framing(buf, hend, &clen, &chunked);
