@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "paymentd.h"
+#include "timestamp.h"
 
 struct pay_inflight_node {
   pay_inflight_node *next; /* guarded by the set's mu */
@@ -85,17 +86,6 @@ static void job_release(pay_job *job)
     free(job);
 }
 
-/* RFC 3339 UTC with microseconds: 2026-01-02T03:04:05.123456Z. */
-static void now_rfc3339(char *buf, size_t size)
-{
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, size - n, ".%06ldZ", ts.tv_nsec / 1000);
-}
-
 static bool same_values(const pay_record *a, const pay_record *b)
 {
   return a->amount_cents == b->amount_cents && strcmp(a->currency, b->currency) == 0 &&
@@ -124,7 +114,7 @@ static long process_claimed(weft_ctx *ctx, pay_job *job)
     return -ECANCELED;
   }
   job->out = job->req;
-  now_rfc3339(job->out.confirmed_at, sizeof job->out.confirmed_at);
+  pay_timestamp_now(job->out.confirmed_at);
   rc = st->ops->complete(st, &claim, &job->out);
   if (rc == 0)
     return PAY_CONFIRMED;
@@ -153,7 +143,7 @@ static long process(weft_ctx *ctx, pay_job *job)
   if (job->app->o->work_ms > 0) /* the card processor; cut short only at a shutdown deadline */
     weft_sleep_ctx(ctx, job->app->o->work_ms * 1000000);
   job->out = job->req;
-  now_rfc3339(job->out.confirmed_at, sizeof job->out.confirmed_at);
+  pay_timestamp_now(job->out.confirmed_at);
   rc = st->ops->insert(st, &job->out);
   if (rc == -EEXIST) /* stored meanwhile by someone else (another process) */
     return process(ctx, job);
