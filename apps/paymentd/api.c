@@ -291,8 +291,11 @@ static void h_confirm(weft_http_response *w, weft_http_request *r, void *arg)
   strcpy(req.id, id);
   if ((code = parse_body(body, len, &req, &msg)))
     return reply_error(w, 400, code, msg);
-  int rc = pay_confirm(app, &req, weft_http_request_ctx(r),
-                       weft_now() + app->o->request_timeout, &out);
+  /* The wait ends at --request-timeout or when the job does, whichever is first; not
+   * with the request's context: the job goes on when its client leaves (a retry replays
+   * it), and the wait is short, so cancelling it would only spare a coroutine a few
+   * milliseconds, at the price of a disconnect watcher and a context per request. */
+  int rc = pay_confirm(app, &req, NULL, weft_now() + app->o->request_timeout, &out);
   reply_outcome(app, w, rc, &out);
 }
 

@@ -173,10 +173,12 @@ static void job_abandon(void *arg)
 
 int pay_pool_start(pay_app *app)
 {
+  /* No metrics registry: paymentd_queue_depth, _workers_busy and
+   * paymentd_processing_duration_seconds say what the pool's own families would, and
+   * without them the pool reads no clock per job. */
   weft_pool_options po = {.workers = app->workers,
                           .queue_capacity = (size_t)app->o->queue,
                           .name = "paymentd",
-                          .metrics = app->reg,
                           .on_abandon = job_abandon};
   return weft_pool_new(&po, &app->pool);
 }
