@@ -15,10 +15,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "body.h"
 #include "paymentd.h"
 
-#define MAX_BODY   (64 * 1024)
-#define MAX_AMOUNT 1000000000000LL
+#define MAX_BODY (64 * 1024)
 
 static weft_http_router *router; /* written before serving, read-only after */
 
@@ -184,53 +184,6 @@ static bool json_content_type(const char *ct)
          strncasecmp(ct + n - 5, "+json", 5) == 0 && memchr(ct + 12, '/', n - 12) == NULL;
 }
 
-/* Code points of a valid UTF-8 string (jansson has checked it). */
-static size_t utf8_len(const char *s)
-{
-  size_t n = 0;
-  for (; *s; s++)
-    n += ((unsigned char)*s & 0xC0) != 0x80;
-  return n;
-}
-
-static bool upper3(const char *s)
-{
-  return strlen(s) == 3 && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3;
-}
-
-/* Fill req from the body; NULL, or the error code with msg set. */
-static const char *parse_body(const char *body, size_t len, pay_record *req, const char **msg)
-{
-  json_error_t jerr;
-  json_t *j = json_loadb(body, len, 0, &jerr);
-  if (!j) {
-    bool big = strstr(jerr.text, "too big") != NULL; /* an integer past int64: range */
-    *msg = big ? "amount_cents is out of range" : "the body must be a JSON object";
-    return big ? "invalid_field" : "invalid_json";
-  }
-  const char *code = "invalid_field";
-  json_t *amount = json_object_get(j, "amount_cents");
-  json_t *cur = json_object_get(j, "currency"), *acct = json_object_get(j, "account");
-  if (!json_is_object(j)) {
-    code = "invalid_json", *msg = "the body must be a JSON object";
-  } else if (!json_is_integer(amount) || json_integer_value(amount) < 1 ||
-             json_integer_value(amount) > MAX_AMOUNT) {
-    *msg = "amount_cents must be an integer from 1 to 1000000000000";
-  } else if (!json_is_string(cur) || !upper3(json_string_value(cur))) {
-    *msg = "currency must be 3 upper-case letters";
-  } else if (!json_is_string(acct) || utf8_len(json_string_value(acct)) < 1 ||
-             utf8_len(json_string_value(acct)) > PAY_ACCOUNT_MAX) {
-    *msg = "account must be a string of 1 to 64 characters";
-  } else {
-    req->amount_cents = json_integer_value(amount);
-    strcpy(req->currency, json_string_value(cur));
-    strcpy(req->account, json_string_value(acct));
-    code = NULL;
-  }
-  json_decref(j);
-  return code;
-}
-
 /* ---- handlers ---- */
 
 static void reply_outcome(pay_app *app, weft_http_response *w, int rc, const pay_record *out)
@@ -289,7 +242,7 @@ static void h_confirm(weft_http_response *w, weft_http_request *r, void *arg)
     return;
   pay_record req = {0}, out;
   strcpy(req.id, id);
-  if ((code = parse_body(body, len, &req, &msg)))
+  if ((code = pay_body_parse(body, len, &req, &msg)))
     return reply_error(w, 400, code, msg);
   /* The wait ends at --request-timeout or when the job does, whichever is first; not
    * with the request's context: the job goes on when its client leaves (a retry replays
