@@ -10,8 +10,8 @@
  *
  * Invariants: every slot is empty (NULL, tag 0) or points to a record, whose hash is its
  * id's and whose tag_of(hash) is the slot's tag; records are never removed before close,
- * so a probe ends at the first empty slot; a record never changes once linked. Everything is guarded by mu, held only for a lookup,
- * an insertion or a resize (never across a park). */
+ * so a probe ends at the first empty slot; a record never changes once linked. Everything is
+ * guarded by mu, held only for a lookup, an insertion or a resize (never across a park). */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>

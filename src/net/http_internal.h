@@ -179,8 +179,11 @@ struct weft_http_server {
 /* Request and response lifecycle for http_conn.c (http_request.c, http_response.c). */
 void weft__http_request_init(weft_http_request *r, struct http_conn *hc);
 void weft__http_request_finish(weft_http_request *r);
-/* Parse what is buffered and read more until the parser reports an event. */
-int weft__http_conn_parse_step(struct http_conn *hc, weft_http_request *r, int64_t deadline);
+/* Parse what is buffered and read more until the parser reports an event. Reads end at
+ * deadline; with deadline 0 it is fixed at the first read as now + timeout (timeout < 0:
+ * none), so a request that came whole with an earlier read costs no clock read. */
+int weft__http_conn_parse_step(struct http_conn *hc, weft_http_request *r, int64_t deadline,
+                               int64_t timeout);
 /* Drain up to max unread body bytes so the connection can carry another request. */
 bool weft__http_request_drain(weft_http_request *r, int64_t max);
 

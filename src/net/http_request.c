@@ -293,8 +293,7 @@ static int next_chunk(weft_http_request *r)
 {
   int64_t timeout = r->hc->srv->cfg.body_timeout;
   for (;;) {
-    int64_t deadline = timeout < 0 ? WEFT_NO_DEADLINE : weft_now() + timeout;
-    int ev = weft__http_conn_parse_step(r->hc, r, deadline);
+    int ev = weft__http_conn_parse_step(r->hc, r, 0, timeout); /* per read: now + timeout */
     if (ev == HTTP_PARSE_BODY) {
       r->pending = r->parse.body_at;
       r->pending_len = r->parse.body_len;

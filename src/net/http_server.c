@@ -148,7 +148,8 @@ static void conn_free(struct http_conn *hc)
 
 /* ---- one connection ---- */
 
-int weft__http_conn_parse_step(struct http_conn *hc, weft_http_request *r, int64_t deadline)
+int weft__http_conn_parse_step(struct http_conn *hc, weft_http_request *r, int64_t deadline,
+                               int64_t timeout)
 {
   for (;;) {
     if (hc->rstart < hc->rend) {
@@ -160,6 +161,8 @@ int weft__http_conn_parse_step(struct http_conn *hc, weft_http_request *r, int64
     }
     /* Everything buffered was parsed (copied or handed out): read afresh. */
     hc->rstart = hc->rend = 0;
+    if (deadline == 0)
+      deadline = timeout < 0 ? WEFT_NO_DEADLINE : weft_now() + timeout;
     ssize_t n = weft_conn_read(hc->conn, hc->rbuf, hc->rsize, NULL, deadline);
     if (n <= 0)
       return n == 0 ? -EPIPE : (int)n;
@@ -201,12 +204,13 @@ static bool await_request(struct http_conn *hc)
 static int read_head(struct http_conn *hc, weft_http_request *r)
 {
   weft_http_server *s = hc->srv;
-  int64_t t = s->cfg.header_timeout;
-  int64_t deadline =
-      hc->requests == 0 ? hc->header_deadline : (t < 0 ? WEFT_NO_DEADLINE : weft_now() + t);
+  /* The first request's head is due header_timeout after the accept; a later one's
+   * header_timeout after the first read it still needs (0), if any: a head that came
+   * whole with the bytes that woke the connection costs no clock read. */
+  int64_t deadline = hc->requests == 0 ? hc->header_deadline : 0;
   weft__arena_reset(&hc->arena);
   weft__http_req_parse_init(&r->parse, &s->limits, &hc->arena);
-  int ev = weft__http_conn_parse_step(hc, r, deadline);
+  int ev = weft__http_conn_parse_step(hc, r, deadline, s->cfg.header_timeout);
   if (ev == HTTP_PARSE_ERROR)
     return r->parse.status;
   if (ev == -EPIPE)
