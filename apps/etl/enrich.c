@@ -1,8 +1,10 @@
 /* enrich.c: the three enrichment APIs (etl.md, "Enrichment APIs") through weft's HTTP
  * client.
  *
- * One call = up to --retries attempts, each under its own deadline (--call-timeout, a
- * child of the pipeline's context), with exponential back-off and jitter between them
+ * One call = up to --retries attempts, each under its own deadline (--call-timeout: the
+ * HTTP client's timeout, so min(the pipeline context's deadline, start of the attempt +
+ * --call-timeout), as a child context with that timeout would give, without making one
+ * and arming its timer per attempt), with exponential back-off and jitter between them
  * (100 ms, x2, +-50%) for timeouts, connection errors and 5xx. Other 4xx and answers
  * that cannot be read fail at once. 404 is an answer: the fields stay empty.
  *
@@ -86,7 +88,7 @@ etl_enricher *etl_enricher_new(etl_app *app)
   /* Every enrich worker may hold a connection to every API at once. */
   weft_http_client_config cfg = {.max_conns_per_host = o->enrich_concurrency,
                                  .max_idle_per_host = o->enrich_concurrency,
-                                 .timeout = -1,
+                                 .timeout = o->call_timeout, /* per attempt */
                                  .max_body = 1 << 20};
   e->http = weft_http_client_new(&cfg, NULL);
   e->backoff = WEFT_BACKOFF_DEFAULTS;
@@ -126,11 +128,17 @@ void etl_enricher_free(etl_enricher *e)
   free(e);
 }
 
-/* base + key, the key percent-encoded as one path segment. */
-static char *call_url(const char *base, const char *key)
+/* The longest URL built on the stack; a longer key gets a malloc'd one. */
+#define URL_ON_STACK 256
+
+/* base + key, the key percent-encoded as one path segment, into buf (len bytes) when it
+ * fits, else into a new allocation. Returns the URL (buf or new: free if not buf), or NULL
+ * when out of memory. */
+static char *call_url(const char *base, const char *key, char *buf, size_t len)
 {
   size_t bl = strlen(base), kl = strlen(key);
-  char *url = malloc(bl + 3 * kl + 1), *p;
+  size_t need = bl + 3 * kl + 1;
+  char *url = need <= len ? buf : malloc(need), *p;
   if (!url)
     return NULL;
   memcpy(url, base, bl);
@@ -166,24 +174,21 @@ static int classify(api_call *c, weft_http_client_response *resp)
   return 0;
 }
 
-/* One attempt under its own deadline (weft_retry's op). */
+/* One attempt under its own deadline (weft_retry's op): the client's timeout. */
 static int attempt(weft_ctx *ctx, void *arg)
 {
   api_call *c = arg;
-  weft_ctx *actx = weft_ctx_with_timeout(ctx, c->e->app->o->call_timeout);
-  char *url = call_url(c->e->base[c->api], c->key);
-  if (!actx || !url) {
-    weft_ctx_release(actx);
-    free(url);
+  char buf[URL_ON_STACK];
+  char *url = call_url(c->e->base[c->api], c->key, buf, sizeof buf);
+  if (!url)
     return weft_retry_permanent(-ENOMEM);
-  }
   weft_http_client_response *resp = NULL;
-  int rc = weft_http_client_get(c->e->http, actx, url, &resp);
+  int rc = weft_http_client_get(c->e->http, ctx, url, &resp);
   if (rc == 0)
     rc = classify(c, resp);
   weft_http_client_response_free(resp);
-  weft_ctx_release(actx);
-  free(url);
+  if (url != buf)
+    free(url);
   return rc == -ENOENT ? weft_retry_permanent(-ENOENT) : rc;
 }
 
@@ -194,20 +199,20 @@ static void on_retry(int err, int64_t delay, void *arg)
   etl_metrics_retry(c->e->app, c->api);
 }
 
-static const char *result_name(int err)
+static etl_call_result call_result(int err)
 {
   switch (err) {
   case 0:
-    return "ok";
+    return ETL_CALL_OK;
   case -ENOENT:
-    return "not_found";
+    return ETL_CALL_NOT_FOUND;
   case -WEFT_EOPEN:
   case -WEFT_ETOOMANY:
-    return "rejected";
+    return ETL_CALL_REJECTED;
   case -ECANCELED:
-    return "canceled";
+    return ETL_CALL_CANCELED;
   }
-  return "failed";
+  return ETL_CALL_FAILED;
 }
 
 /* The whole call: the breaker, then the attempts. Sets c->err. */
@@ -223,7 +228,7 @@ static void call_api(api_call *c)
       c->err = -ECANCELED;
     weft_breaker_done(b, &t, c->err);
   }
-  etl_metrics_call(c->e->app, c->api, result_name(c->err), weft_now() - start);
+  etl_metrics_call(c->e->app, c->api, call_result(c->err), weft_now() - start);
 }
 
 static void call_main(void *arg)

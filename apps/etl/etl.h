@@ -128,6 +128,16 @@ int etl_enrich(etl_enricher *e, weft_ctx *ctx, etl_item *it);
 
 /* ---- metrics.c ---- */
 
+/* The result label of one enrichment call (etl_enrich_calls_total{result}). */
+typedef enum etl_call_result {
+  ETL_CALL_OK = 0,    /* "ok" */
+  ETL_CALL_NOT_FOUND, /* "not_found" */
+  ETL_CALL_REJECTED,  /* "rejected" (by the breaker) */
+  ETL_CALL_CANCELED,  /* "canceled" */
+  ETL_CALL_FAILED,    /* "failed" */
+  ETL_CALL_RESULTS
+} etl_call_result;
+
 typedef struct etl_metrics {
   weft_histogram_vec *latency; /* etl_enrich_call_duration_seconds{api} */
   weft_counter_vec *retries;   /* etl_enrich_retries_total{api} */
@@ -136,6 +146,14 @@ typedef struct etl_metrics {
   weft_counter_vec *rows;      /* etl_rows_written_total{status} */
   weft_counter *batches;       /* etl_sink_batches_total */
   weft_histogram *batch_time;  /* etl_sink_batch_duration_seconds */
+  /* The children of latency, calls and retries that the enrichment calls touch, looked up
+   * at first use rather than per call (a vec lookup hashes the labels under a lock). A
+   * child lives as long as its vec. Atomic, release/acquire: whoever fills a slot stores
+   * the pointer the vec handed out, after the vec made the child; readers then see it
+   * made. NULL until first used, so /metrics shows a series only once it was counted. */
+  _Atomic(weft_histogram *) latency_of[ETL_API_COUNT];
+  _Atomic(weft_counter *) calls_of[ETL_API_COUNT][ETL_CALL_RESULTS];
+  _Atomic(weft_counter *) retries_of[ETL_API_COUNT];
 } etl_metrics;
 
 /* ---- the app ---- */
@@ -161,7 +179,9 @@ int etl_metrics_init(etl_app *app);
 void etl_metrics_fini(etl_app *app);
 /* etl_metrics_text: the Prometheus text of the registry (new, free()), or NULL. */
 char *etl_metrics_text(etl_app *app, size_t *len);
-void etl_metrics_call(etl_app *app, int api, const char *result, int64_t ns);
+/* etl_metrics_call / etl_metrics_retry: count one call of api (its result and duration),
+ * one retried attempt. Any thread; never park. */
+void etl_metrics_call(etl_app *app, int api, etl_call_result result, int64_t ns);
 void etl_metrics_retry(etl_app *app, int api);
 void etl_metrics_written(etl_app *app, etl_item *const *items, size_t n, int64_t ns);
 

@@ -81,19 +81,49 @@ void etl_metrics_fini(etl_app *app)
   weft_metrics_unregister_collector(app->reg, collect, app);
 }
 
-void etl_metrics_call(etl_app *app, int api, const char *result, int64_t ns)
+static const char *const call_result_names[ETL_CALL_RESULTS] = {
+    [ETL_CALL_OK] = "ok",
+    [ETL_CALL_NOT_FOUND] = "not_found",
+    [ETL_CALL_REJECTED] = "rejected",
+    [ETL_CALL_CANCELED] = "canceled",
+    [ETL_CALL_FAILED] = "failed",
+};
+
+/* The child of vec for values[0..n), from slot, looked up and cached at first use. NULL
+ * when out of memory (counted nowhere, as before caching). */
+static weft_counter *counter_child(_Atomic(weft_counter *) *slot, weft_counter_vec *vec, int n,
+                                   const char *const *values)
 {
-  weft_histogram *h = weft_histogram_vec_with(app->m.latency, etl_api_names[api]);
+  weft_counter *c = atomic_load_explicit(slot, memory_order_acquire);
+  if (!c && (c = weft_counter_vec_with_values(vec, n, values)) != NULL)
+    atomic_store_explicit(slot, c, memory_order_release);
+  return c;
+}
+
+static weft_histogram *latency_child(etl_metrics *m, int api)
+{
+  weft_histogram *h = atomic_load_explicit(&m->latency_of[api], memory_order_acquire);
+  if (!h && (h = weft_histogram_vec_with(m->latency, etl_api_names[api])) != NULL)
+    atomic_store_explicit(&m->latency_of[api], h, memory_order_release);
+  return h;
+}
+
+void etl_metrics_call(etl_app *app, int api, etl_call_result result, int64_t ns)
+{
+  etl_metrics *m = &app->m;
+  weft_histogram *h = latency_child(m, api);
   if (h)
     weft_histogram_observe_ns(h, ns);
-  weft_counter *c = weft_counter_vec_with(app->m.calls, etl_api_names[api], result);
+  const char *values[] = {etl_api_names[api], call_result_names[result]};
+  weft_counter *c = counter_child(&m->calls_of[api][result], m->calls, 2, values);
   if (c)
     weft_counter_inc(c);
 }
 
 void etl_metrics_retry(etl_app *app, int api)
 {
-  weft_counter *c = weft_counter_vec_with(app->m.retries, etl_api_names[api]);
+  etl_metrics *m = &app->m;
+  weft_counter *c = counter_child(&m->retries_of[api], m->retries, 1, &etl_api_names[api]);
   if (c)
     weft_counter_inc(c);
 }

@@ -38,7 +38,6 @@
 #define DEFAULT_TIMEOUT      ((int64_t)30 * 1000000000)
 #define DEFAULT_MAX_BODY     ((int64_t)10 * 1024 * 1024)
 #define DEFAULT_USER_AGENT   "weft/0.1.0"
-#define READ_BUFFER          (16 * 1024)
 #define KEY_MAX              300
 
 struct weft_http_client {
@@ -203,30 +202,39 @@ struct strbuf {
   int err;
 };
 
-__attribute__((format(printf, 2, 3))) static void sb_printf(struct strbuf *sb, const char *fmt,
-                                                            ...)
+/* Make room for n more bytes and the NUL. */
+static bool sb_reserve(struct strbuf *sb, size_t n)
 {
-  for (int pass = 0; pass < 2 && !sb->err; pass++) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(sb->p ? sb->p + sb->n : NULL, sb->p ? sb->cap - sb->n : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) {
-      sb->err = -EINVAL;
-    } else if (sb->p && sb->n + (size_t)k < sb->cap) {
-      sb->n += (size_t)k;
-      return;
-    } else {
-      size_t cap = sb->cap ? sb->cap : 512;
-      while (cap <= sb->n + (size_t)k)
-        cap *= 2;
-      char *np = realloc(sb->p, cap);
-      if (!np)
-        sb->err = -ENOMEM;
-      else
-        sb->p = np, sb->cap = cap;
-    }
+  if (sb->err)
+    return false;
+  if (sb->n + n < sb->cap)
+    return true;
+  size_t cap = sb->cap ? sb->cap : 512;
+  while (cap <= sb->n + n)
+    cap *= 2;
+  char *np = realloc(sb->p, cap);
+  if (!np) {
+    sb->err = -ENOMEM;
+    return false;
   }
+  sb->p = np, sb->cap = cap;
+  return true;
+}
+
+/* Append the strings given, up to a NULL. Plain copies: the head is built per request,
+ * and formatting it with vsnprintf cost more than the rest of building it. */
+__attribute__((sentinel)) static void sb_cat(struct strbuf *sb, ...)
+{
+  va_list ap;
+  va_start(ap, sb);
+  for (const char *s; (s = va_arg(ap, const char *)) != NULL;) {
+    size_t n = strlen(s);
+    if (!sb_reserve(sb, n))
+      break;
+    memcpy(sb->p + sb->n, s, n + 1);
+    sb->n += n;
+  }
+  va_end(ap);
 }
 
 /* One hop of a request: what is sent where. */
@@ -260,25 +268,27 @@ static bool asks_compression(const weft_http_client *cl, const char *const *head
 static void build_head(const weft_http_client *cl, const struct hop *hop,
                        const char *const *headers, const char *traceparent, struct strbuf *sb)
 {
-  char auth[KEY_MAX];
-  sb_printf(sb, "%s %s HTTP/1.1\r\n", hop->method, hop->url.target);
+  char auth[KEY_MAX], len[24];
+  sb_cat(sb, hop->method, " ", hop->url.target, " HTTP/1.1\r\n", NULL);
   if (!user_header(headers, "Host") &&
       weft__url_authority(&hop->url, false, auth, sizeof auth) > 0)
-    sb_printf(sb, "Host: %s\r\n", auth);
+    sb_cat(sb, "Host: ", auth, "\r\n", NULL);
   if (!user_header(headers, "User-Agent") && *cl->user_agent)
-    sb_printf(sb, "User-Agent: %s\r\n", cl->user_agent);
+    sb_cat(sb, "User-Agent: ", cl->user_agent, "\r\n", NULL);
   if (asks_compression(cl, headers))
-    sb_printf(sb, "Accept-Encoding: gzip, deflate\r\n");
-  if (hop->body_len || method_has_body(hop->method))
-    sb_printf(sb, "Content-Length: %zu\r\n", hop->body_len);
+    sb_cat(sb, "Accept-Encoding: gzip, deflate\r\n", NULL);
+  if (hop->body_len || method_has_body(hop->method)) {
+    snprintf(len, sizeof len, "%zu", hop->body_len);
+    sb_cat(sb, "Content-Length: ", len, "\r\n", NULL);
+  }
   if (!user_header(headers, "Connection"))
-    sb_printf(sb, "Connection: keep-alive\r\n");
+    sb_cat(sb, "Connection: keep-alive\r\n", NULL);
   if (traceparent)
-    sb_printf(sb, "traceparent: %s\r\n", traceparent);
+    sb_cat(sb, "traceparent: ", traceparent, "\r\n", NULL);
   for (const char *const *h = headers; h && *h; h += 2)
     if (!(hop->drop_auth && is_credential(h[0])))
-      sb_printf(sb, "%s: %s\r\n", h[0], h[1]);
-  sb_printf(sb, "\r\n");
+      sb_cat(sb, h[0], ": ", h[1], "\r\n", NULL);
+  sb_cat(sb, "\r\n", NULL);
 }
 
 /* ---- one exchange on one connection ---- */
@@ -290,13 +300,12 @@ struct call {
   int64_t deadline;
   const char *const *headers;
   const char *traceparent; /* for a child span of ctx's trace, or NULL */
-  char *buf;               /* READ_BUFFER bytes for reads */
   struct weft__http_parse ps;
   int parse_flags;
   bool we_close; /* the request said Connection: close */
 };
 
-static int dial_conn(struct call *call, const struct weft__url *u, weft_conn **out)
+static int dial_conn(struct call *call, const struct weft__url *u, struct weft__pool_conn **out)
 {
   char addr[KEY_MAX];
   if (weft__url_authority(u, true, addr, sizeof addr) < 0)
@@ -312,26 +321,27 @@ static int dial_conn(struct call *call, const struct weft__url *u, weft_conn **o
     if (err)
       return err;
   }
-  *out = c;
-  return 0;
+  *out = weft__pool_conn_new(c);
+  return *out ? 0 : -ENOMEM;
 }
 
 /* Send the request and read the response into call->ps. *clean is set when the
  * response ended exactly where the bytes read did. */
-static int round_trip(struct call *call, weft_conn *c, const struct iovec *iov, int iovcnt,
-                      bool *clean)
+static int round_trip(struct call *call, struct weft__pool_conn *pc, const struct iovec *iov,
+                      int iovcnt, bool *clean)
 {
+  weft_conn *c = pc->c;
   ssize_t n = weft_conn_writev(c, iov, iovcnt, call->ctx, call->deadline);
   if (n < 0)
     return (int)n;
   *clean = true;
   while (!call->ps.done) {
-    n = weft_conn_read(c, call->buf, READ_BUFFER, call->ctx, call->deadline);
+    n = weft_conn_read(c, pc->buf, sizeof pc->buf, call->ctx, call->deadline);
     if (n < 0)
       return (int)n;
     if (n == 0)
       return weft__http_parse_eof(&call->ps);
-    ssize_t used = weft__http_parse_feed(&call->ps, call->buf, (size_t)n);
+    ssize_t used = weft__http_parse_feed(&call->ps, pc->buf, (size_t)n);
     if (used < 0)
       return (int)used;
     if (used < n)
@@ -369,21 +379,23 @@ static int exchange(struct call *call, const struct hop *hop, const struct iovec
   int err = pool_key(&hop->url, key, sizeof key);
   if (err || (err = weft__pool_enter(&call->cl->pool, key, call->ctx, call->deadline, &h)))
     return err;
-  weft_conn *keep = NULL;
+  struct weft__pool_conn *keep = NULL;
+  bool retryable = is_idempotent(hop->method);
   for (int attempt = 0;; attempt++) {
-    weft_conn *c = attempt == 0 ? weft__pool_take(&call->cl->pool, h) : NULL;
-    bool reused = c != NULL, clean = false;
-    err = c ? 0 : dial_conn(call, &hop->url, &c);
+    struct weft__pool_conn *pc =
+        attempt == 0 ? weft__pool_take(&call->cl->pool, h, retryable ? WEFT__POOL_RETRYABLE : 0)
+                     : NULL;
+    bool reused = pc != NULL, clean = false;
+    err = pc ? 0 : dial_conn(call, &hop->url, &pc);
     if (err)
       break;
     weft__http_parse_init(&call->ps, call->parse_flags, call->cl->max_body);
-    err = round_trip(call, c, iov, iovcnt, &clean);
+    err = round_trip(call, pc, iov, iovcnt, &clean);
     if (err == 0 && clean && call->ps.keep_alive && !call->we_close && !call->ps.body.truncated)
-      keep = c;
+      keep = pc;
     else
-      weft_conn_close(c);
-    if (err == 0 || !reused || call->ps.got_bytes || !is_stale_error(err) ||
-        !is_idempotent(hop->method))
+      weft__pool_conn_close(pc);
+    if (err == 0 || !reused || call->ps.got_bytes || !is_stale_error(err) || !retryable)
       break;
     weft__http_parse_free(&call->ps); /* a stale pooled connection: once more, anew */
   }
@@ -537,16 +549,14 @@ int weft_http_client_do(weft_http_client *cl, weft_ctx *ctx,
                       .ctx = ctx,
                       .deadline = call_deadline(cl, ctx),
                       .headers = req->headers,
-                      .traceparent = traced ? tp : NULL,
-                      .buf = malloc(READ_BUFFER)};
+                      .traceparent = traced ? tp : NULL};
   const char *conn = user_header(req->headers, "Connection");
   call.we_close = conn && strcasecmp(conn, "close") == 0;
-  if (!url || !call.buf)
+  if (!url)
     err = -ENOMEM;
   else if ((err = weft__url_parse(url, &hop.url)) == 0)
     err = run_call(&call, &hop, url, out), url = NULL;
   weft__url_free(&hop.url);
-  free(call.buf);
   free(url);
   return err;
 }

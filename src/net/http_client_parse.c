@@ -160,6 +160,26 @@ static int coding_of(const struct weft__http_parse *ps)
   return WEFT__CODING_IDENTITY; /* not one we asked for: passed through as sent */
 }
 
+/* A body of known length up to this is given its exact buffer at once. */
+#define PRESIZE_MAX (64 * 1024)
+
+/* Give a plain body whose length the head announced an exact buffer: body_grow's first
+ * step is 4 KiB, which for the usual small API answer is an allocation past glibc's small
+ * bins (each one consolidates the fast bins) instead of a cheap cached one. A failed
+ * malloc changes nothing: the body then grows as it comes. */
+static void presize_body(struct weft__http_parse *ps, uint64_t cl)
+{
+  struct weft__http_body *b = &ps->body;
+  if (ps->dec.coding != WEFT__CODING_IDENTITY || cl == 0 || cl == ULLONG_MAX ||
+      cl > PRESIZE_MAX || cl >= b->max || b->buf)
+    return;
+  b->buf = malloc((size_t)cl + 1);
+  if (b->buf) {
+    b->buf[0] = '\0';
+    b->cap = (size_t)cl + 1;
+  }
+}
+
 /* Returning 1 tells http-parser that this response has no body. */
 static int on_headers_complete(http_parser *hp)
 {
@@ -177,6 +197,7 @@ static int on_headers_complete(http_parser *hp)
   if (ps->dec.coding == WEFT__CODING_IDENTITY && cl != ULLONG_MAX && cl > ps->body.max &&
       !ps->body.truncate_ok)
     return fail(ps, -EFBIG); /* no need to read what would be refused */
+  presize_body(ps, cl);
   return 0;
 }
 

@@ -35,7 +35,8 @@ enum {
 
 /* A decoded body with its cap. buf is NUL-terminated when not NULL. */
 struct weft__http_body {
-  char *buf;        /* owned; NULL until the first byte */
+  char *buf;        /* owned, NUL-terminated; NULL until the first byte (or until the
+                       client's parser sizes it from Content-Length: presize_body) */
   size_t len;       /* bytes in buf */
   size_t cap;       /* bytes allocated */
   size_t max;       /* the cap on len */

@@ -21,20 +21,14 @@
 #define FIRST_BUCKETS 16
 #define SWEEP_EVERY   ((int64_t)1000000000)
 
-struct idle_conn {
-  struct idle_conn *next; /* older */
-  weft_conn *c;
-  int64_t since; /* weft_now() when it became idle */
-};
-
 struct pool_host {
-  struct pool_host *next; /* bucket chain; guarded by mu */
-  uint64_t hash;          /* of key; fixed */
-  char *key;              /* fixed */
-  weft_sem *sem;          /* max_conns tokens; fixed */
-  struct idle_conn *idle; /* newest first; guarded by mu */
-  int nidle;              /* guarded by mu */
-  int refs;               /* requests between enter and leave; guarded by mu */
+  struct pool_host *next;       /* bucket chain; guarded by mu */
+  uint64_t hash;                /* of key; fixed */
+  char *key;                    /* fixed */
+  weft_sem *sem;                /* max_conns tokens; fixed */
+  struct weft__pool_conn *idle; /* newest first; guarded by mu */
+  int nidle;                    /* guarded by mu */
+  int refs;                     /* requests between enter and leave; guarded by mu */
 };
 
 static uint64_t hash_key(const char *s)
@@ -59,14 +53,34 @@ int weft__pool_init(struct weft__pool *p, int max_conns, int max_idle, int64_t i
   return 0;
 }
 
-/* Close a list of idle connections (after mu is released). */
-static void close_list(struct idle_conn *ic)
+struct weft__pool_conn *weft__pool_conn_new(weft_conn *c)
 {
-  while (ic) {
-    struct idle_conn *next = ic->next;
-    weft_conn_close(ic->c);
-    free(ic);
-    ic = next;
+  struct weft__pool_conn *pc = malloc(sizeof *pc);
+  if (!pc) {
+    weft_conn_close(c);
+    return NULL;
+  }
+  pc->next = NULL;
+  pc->c = c;
+  pc->since = 0;
+  return pc;
+}
+
+void weft__pool_conn_close(struct weft__pool_conn *pc)
+{
+  if (!pc)
+    return;
+  weft_conn_close(pc->c);
+  free(pc);
+}
+
+/* Close a list of idle connections (after mu is released). */
+static void close_list(struct weft__pool_conn *pc)
+{
+  while (pc) {
+    struct weft__pool_conn *next = pc->next;
+    weft__pool_conn_close(pc);
+    pc = next;
   }
 }
 
@@ -142,29 +156,30 @@ static void unlink_locked(struct weft__pool *p, struct pool_host *h)
 }
 
 /* Cut the idle connections of h older than the timeout off its list; returns them. */
-static struct idle_conn *expire_locked(struct weft__pool *p, struct pool_host *h, int64_t now)
+static struct weft__pool_conn *expire_locked(struct weft__pool *p, struct pool_host *h,
+                                             int64_t now)
 {
-  struct idle_conn **pp = &h->idle;
+  struct weft__pool_conn **pp = &h->idle;
   while (*pp && now - (*pp)->since < p->idle_timeout)
     pp = &(*pp)->next;
-  struct idle_conn *old = *pp;
+  struct weft__pool_conn *old = *pp;
   *pp = NULL;
-  for (struct idle_conn *ic = old; ic; ic = ic->next)
+  for (struct weft__pool_conn *ic = old; ic; ic = ic->next)
     h->nidle--;
   return old;
 }
 
 /* Expire idle connections everywhere and drop unused hosts; returns what to close. */
-static struct idle_conn *sweep_locked(struct weft__pool *p, int64_t now)
+static struct weft__pool_conn *sweep_locked(struct weft__pool *p, int64_t now)
 {
-  struct idle_conn *dead = NULL;
+  struct weft__pool_conn *dead = NULL;
   p->last_sweep = now;
   for (size_t i = 0; i < p->nbuckets; i++) {
     for (struct pool_host *h = p->table[i], *next; h; h = next) {
       next = h->next;
-      struct idle_conn *old = expire_locked(p, h, now);
+      struct weft__pool_conn *old = expire_locked(p, h, now);
       while (old) {
-        struct idle_conn *n = old->next;
+        struct weft__pool_conn *n = old->next;
         old->next = dead;
         dead = old;
         old = n;
@@ -183,7 +198,7 @@ static int host_ref(struct weft__pool *p, const char *key, struct pool_host **ou
 {
   uint64_t hash = hash_key(key);
   int64_t now = weft_now();
-  struct idle_conn *dead = NULL;
+  struct weft__pool_conn *dead = NULL;
   weft_mutex_lock(&p->mu);
   if (now - p->last_sweep >= SWEEP_EVERY)
     dead = sweep_locked(p, now);
@@ -260,42 +275,44 @@ static bool still_open(weft_conn *c)
   return n > 0 && weft_conn_is_tls(c);
 }
 
-weft_conn *weft__pool_take(struct weft__pool *p, struct pool_host *h)
+/* Whether pc may be handed out without looking (weft__pool_take's rule). */
+static bool is_trusted(const struct weft__pool_conn *pc, int flags, int64_t now)
+{
+  return (flags & WEFT__POOL_RETRYABLE) && now - pc->since < WEFT__POOL_TRUST_IDLE;
+}
+
+struct weft__pool_conn *weft__pool_take(struct weft__pool *p, struct pool_host *h, int flags)
 {
   for (;;) {
+    int64_t now = weft_now();
     weft_mutex_lock(&p->mu);
-    struct idle_conn *dead = expire_locked(p, h, weft_now());
-    struct idle_conn *ic = h->idle;
-    if (ic) {
-      h->idle = ic->next;
+    struct weft__pool_conn *dead = expire_locked(p, h, now);
+    struct weft__pool_conn *pc = h->idle;
+    if (pc) {
+      h->idle = pc->next;
       h->nidle--;
     }
     weft_mutex_unlock(&p->mu);
     close_list(dead);
-    if (!ic)
+    if (!pc)
       return NULL;
-    weft_conn *c = ic->c;
-    free(ic);
-    if (still_open(c))
-      return c;
-    weft_conn_close(c);
+    pc->next = NULL;
+    if (is_trusted(pc, flags, now) || still_open(pc->c))
+      return pc;
+    weft__pool_conn_close(pc);
   }
 }
 
-/* Put c on h's idle list (newest first), dropping the oldest beyond max_idle. */
-static void put_idle(struct weft__pool *p, struct pool_host *h, weft_conn *c)
+/* Put pc on h's idle list (newest first), dropping the oldest beyond max_idle. */
+static void put_idle(struct weft__pool *p, struct pool_host *h, struct weft__pool_conn *pc)
 {
-  struct idle_conn *ic = malloc(sizeof *ic), *drop = NULL;
-  if (!ic) {
-    weft_conn_close(c);
-    return;
-  }
-  *ic = (struct idle_conn){.c = c, .since = weft_now()};
+  struct weft__pool_conn *drop = NULL;
+  pc->since = weft_now();
   weft_mutex_lock(&p->mu);
-  ic->next = h->idle;
-  h->idle = ic;
+  pc->next = h->idle;
+  h->idle = pc;
   if (++h->nidle > p->max_idle) {
-    struct idle_conn **pp = &h->idle;
+    struct weft__pool_conn **pp = &h->idle;
     while ((*pp)->next)
       pp = &(*pp)->next;
     drop = *pp;
@@ -306,10 +323,10 @@ static void put_idle(struct weft__pool *p, struct pool_host *h, weft_conn *c)
   close_list(drop);
 }
 
-void weft__pool_leave(struct weft__pool *p, struct pool_host *h, weft_conn *c)
+void weft__pool_leave(struct weft__pool *p, struct pool_host *h, struct weft__pool_conn *pc)
 {
-  if (c)
-    put_idle(p, h, c); /* before the token goes back: see http_client_pool.h */
+  if (pc)
+    put_idle(p, h, pc); /* before the token goes back: see http_client_pool.h */
   weft_sem_release(h->sem, 1);
   host_unref(p, h);
 }

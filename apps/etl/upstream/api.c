@@ -64,14 +64,14 @@ static void reply_error(up_app *app, weft_http_response *w, int status, const ch
 }
 
 /* Wait until a stall-mode window holding now has ended. false: the request was cut. */
-static bool wait_out_stall(up_app *app, weft_ctx *ctx)
+static bool wait_out_stall(up_app *app, weft_http_request *r)
 {
   if (app->o->outage_mode != UP_OUTAGE_STALL)
     return true;
   const up_window *win = up_outage_at(app->o, weft_now() - app->started);
   if (!win)
     return true;
-  return weft_sleep_ctx(ctx, app->started + win->end - weft_now()) == 0;
+  return weft_sleep_ctx(weft_http_request_ctx(r), app->started + win->end - weft_now()) == 0;
 }
 
 static bool ends_in_404(const char *id)
@@ -80,14 +80,16 @@ static bool ends_in_404(const char *id)
   return n >= 3 && strcmp(id + n - 3, "404") == 0;
 }
 
+/* The request's context is asked for only where the handler sleeps on it: asking starts
+ * the server's disconnect watcher for the request (weft_http_request_ctx), a coroutine
+ * and a poller wait that an answer given at once does not need. */
 static void h_api(weft_http_response *w, weft_http_request *r, void *arg)
 {
   up_app *app = arg;
-  weft_ctx *ctx = weft_http_request_ctx(r);
-  if (!wait_out_stall(app, ctx))
+  if (!wait_out_stall(app, r))
     return;
   up_draw d = up_faults_draw(app);
-  if (d.delay > 0 && weft_sleep_ctx(ctx, d.delay) != 0)
+  if (d.delay > 0 && weft_sleep_ctx(weft_http_request_ctx(r), d.delay) != 0)
     return;
   if (d.unavailable)
     return reply_error(app, w, 503, "unavailable", "injected error");
