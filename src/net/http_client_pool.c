@@ -286,9 +286,17 @@ struct weft__pool_conn *weft__pool_take(struct weft__pool *p, struct pool_host *
   for (;;) {
     int64_t now = weft_now();
     weft_mutex_lock(&p->mu);
-    struct weft__pool_conn *dead = expire_locked(p, h, now);
-    struct weft__pool_conn *pc = h->idle;
-    if (pc) {
+    /* The list is newest first: when its head is too old, so is every one behind it.
+     * Otherwise the head is taken and older ones past the timeout are left to the sweep
+     * (host_ref, every SWEEP_EVERY): walking the list here touched every idle
+     * connection, a cache miss each, on every request. */
+    struct weft__pool_conn *pc = h->idle, *dead = NULL;
+    if (pc && now - pc->since >= p->idle_timeout) {
+      dead = pc;
+      pc = NULL;
+      h->idle = NULL;
+      h->nidle = 0;
+    } else if (pc) {
       h->idle = pc->next;
       h->nidle--;
     }
