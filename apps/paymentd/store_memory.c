@@ -2,18 +2,22 @@
  * benchmarks. "Durable" here means only "in the table": the records go with the process.
  *
  * The table is open-addressed (linear probing) and doubles when three quarters full, so a
- * lookup stays a few probes however many records a run confirms; a tag per slot lets a
- * probe pass other records without reading them. Records are packed (the id and account
- * strings after the numbers, confirmed_at kept as numbers) and carved from large chunks:
- * about 50 bytes for a typical record, an eighth of a pay_record's fixed size, which is
- * what a benchmark's millions of records cost.
+ * lookup stays a few probes however many records a run confirms. A slot is 6 bytes: a
+ * 32-bit reference to its record (chunk number and offset) and a 16-bit tag from the id's
+ * hash, which lets a probe pass other records without reading them. Records are packed (a
+ * 19-byte head of numbers, confirmed_at kept as one, then the id and account strings, no
+ * padding) and carved from 256 KiB chunks: about 55 bytes for a typical record, a seventh
+ * of a pay_record's fixed size, which is what a benchmark's millions of records cost. The
+ * references limit the store to 16,384 chunks (4 GiB of records, some 70 million); past
+ * that an insertion fails (500 store_error).
  *
- * Invariants: every slot is empty (NULL, tag 0) or points to a record, whose hash is its
- * id's and whose tag_of(hash) is the slot's tag; records are never removed before close,
- * so a probe ends at the first empty slot; a record never changes once linked. Everything is
- * guarded by mu, held only for a lookup, an insertion or a resize (never across a park). */
+ * Invariants: a slot is empty (tag 0) or refers to a record whose id hashes to the slot's
+ * tag; records are never removed before close, so a probe ends at the first empty slot; a
+ * record never changes once linked. Everything is guarded by mu, held only for a lookup,
+ * an insertion or a resize (never across a park). */
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,31 +29,32 @@
 
 #define MEM_INITIAL_SLOTS 4096 /* a power of two */
 
-typedef struct mem_rec {
+/* A record is its head, packed (REC_HEAD bytes, no padding), then its id and account as
+ * two NUL-terminated strings. Records sit byte after byte in their chunk, so the head is
+ * read and written with memcpy. */
+struct rec_head {
   int64_t amount_cents;
-  int64_t confirmed_sec; /* confirmed_at, parsed: seconds since the epoch */
-  int32_t confirmed_usec;
-  uint32_t hash; /* of the id (its low bits), kept for probes and growth */
-  char currency[4];
-  char text[]; /* id and account: two NUL-terminated strings */
-} mem_rec;
+  int64_t confirmed_us; /* confirmed_at, parsed: microseconds since the epoch */
+  char currency[3];     /* no NUL */
+};
+#define REC_HEAD (2 * sizeof(int64_t) + 3)
+_Static_assert(offsetof(struct rec_head, currency) + 3 == REC_HEAD, "the head's packed size");
 
-/* Records are carved from chunks that live until close: no per-record malloc header. */
-#define MEM_CHUNK_SIZE (256 * 1024)
-typedef struct mem_chunk {
-  struct mem_chunk *prev;
-  size_t used; /* bytes of data handed out */
-  _Alignas(8) char data[MEM_CHUNK_SIZE];
-} mem_chunk;
+/* Chunks: a record's reference is its chunk's number << CHUNK_BITS | its offset. */
+#define CHUNK_BITS 18
+#define CHUNK_SIZE ((size_t)1 << CHUNK_BITS)
+#define MAX_CHUNKS ((size_t)1 << (32 - CHUNK_BITS))
 
 typedef struct mem_store {
   pay_store base;
-  weft_mutex mu;     /* guards everything below */
-  mem_rec **slots;   /* nslots of them; NULL: empty */
-  uint16_t *tags;    /* per slot: 0 empty, else tag_of(the record's hash) */
-  size_t nslots;     /* a power of two */
-  size_t used;       /* records held; <= nslots * 3 / 4 */
-  mem_chunk *chunks; /* the newest first */
+  weft_mutex mu;       /* guards everything below */
+  uint32_t *refs;      /* nslots of them: a record's reference where the tag is not 0 */
+  uint16_t *tags;      /* nslots of them: 0 empty, else tag_of(the record's id hash) */
+  size_t nslots;       /* a power of two */
+  size_t used;         /* records held; <= nslots * 3 / 4 */
+  char **chunks;       /* nchunks of CHUNK_SIZE bytes, the last one being filled */
+  size_t nchunks, cap; /* chunks allocated; room in the chunks array */
+  size_t fill;         /* bytes handed out of the last chunk */
 } mem_store;
 
 static uint32_t hash_id(const char *id)
@@ -68,6 +73,16 @@ static uint16_t tag_of(uint32_t h)
   return (uint16_t)((h >> 16) | 1);
 }
 
+static const char *rec_at(const mem_store *m, uint32_t ref)
+{
+  return m->chunks[ref >> CHUNK_BITS] + (ref & (CHUNK_SIZE - 1));
+}
+
+static const char *rec_id(const char *rec)
+{
+  return rec + REC_HEAD;
+}
+
 /* The index of the slot holding id, or of the empty slot where it would go. */
 static size_t probe_locked(mem_store *m, uint32_t h, const char *id)
 {
@@ -75,7 +90,7 @@ static size_t probe_locked(mem_store *m, uint32_t h, const char *id)
   uint16_t tag = tag_of(h);
   for (size_t i = h & mask;; i = (i + 1) & mask) {
     uint16_t t = m->tags[i];
-    if (t == 0 || (t == tag && m->slots[i]->hash == h && strcmp(m->slots[i]->text, id) == 0))
+    if (t == 0 || (t == tag && strcmp(rec_id(rec_at(m, m->refs[i])), id) == 0))
       return i;
   }
 }
@@ -84,54 +99,67 @@ static size_t probe_locked(mem_store *m, uint32_t h, const char *id)
 static int grow_locked(mem_store *m)
 {
   size_t n = m->nslots * 2, mask = n - 1;
-  mem_rec **slots = calloc(n, sizeof *slots);
+  uint32_t *refs = malloc(n * sizeof *refs);
   uint16_t *tags = calloc(n, sizeof *tags);
-  if (!slots || !tags) {
-    free(slots);
+  if (!refs || !tags) {
+    free(refs);
     free(tags);
     return -ENOMEM;
   }
   for (size_t i = 0; i < m->nslots; i++) {
-    mem_rec *r = m->slots[i];
-    if (!r)
+    if (!m->tags[i])
       continue;
-    size_t j = r->hash & mask;
+    uint32_t h = hash_id(rec_id(rec_at(m, m->refs[i]))); /* growth is rare: no stored hash */
+    size_t j = h & mask;
     while (tags[j])
       j = (j + 1) & mask;
-    slots[j] = r;
-    tags[j] = tag_of(r->hash);
+    refs[j] = m->refs[i];
+    tags[j] = tag_of(h);
   }
-  free(m->slots);
+  free(m->refs);
   free(m->tags);
-  m->slots = slots;
+  m->refs = refs;
   m->tags = tags;
   m->nslots = n;
   return 0;
 }
 
-static void *alloc_locked(mem_store *m, size_t size)
+/* Room for size bytes (size < CHUNK_SIZE); its reference in *ref. NULL: no memory, or the
+ * references are used up. */
+static char *alloc_locked(mem_store *m, size_t size, uint32_t *ref)
 {
-  size = (size + 7) & ~(size_t)7;
-  mem_chunk *c = m->chunks;
-  if (!c || MEM_CHUNK_SIZE - c->used < size) {
-    if (!(c = malloc(sizeof *c)))
+  if (m->nchunks == 0 || CHUNK_SIZE - m->fill < size) {
+    if (m->nchunks == MAX_CHUNKS)
       return NULL;
-    c->prev = m->chunks, c->used = 0;
-    m->chunks = c;
+    if (m->nchunks == m->cap) {
+      size_t cap = m->cap ? m->cap * 2 : 64;
+      char **grown = realloc(m->chunks, cap * sizeof *grown);
+      if (!grown)
+        return NULL;
+      m->chunks = grown, m->cap = cap;
+    }
+    if (!(m->chunks[m->nchunks] = malloc(CHUNK_SIZE)))
+      return NULL;
+    m->nchunks++, m->fill = 0;
   }
-  void *p = c->data + c->used;
-  c->used += size;
+  *ref = (uint32_t)((m->nchunks - 1) << CHUNK_BITS | m->fill);
+  char *p = m->chunks[m->nchunks - 1] + m->fill;
+  m->fill += size;
   return p;
 }
 
-static void unpack(const mem_rec *p, pay_record *r)
+static void unpack(const char *p, pay_record *r)
 {
-  const char *id = p->text, *account = id + strlen(id) + 1;
-  r->amount_cents = p->amount_cents;
-  memcpy(r->currency, p->currency, sizeof r->currency);
+  struct rec_head head;
+  memcpy(&head, p, REC_HEAD);
+  const char *id = rec_id(p), *account = id + strlen(id) + 1;
+  r->amount_cents = head.amount_cents;
+  memcpy(r->currency, head.currency, 3);
+  r->currency[3] = '\0';
   strcpy(r->id, id);
   strcpy(r->account, account);
-  pay_timestamp_format(p->confirmed_sec, p->confirmed_usec, r->confirmed_at);
+  pay_timestamp_format(head.confirmed_us / 1000000, (int32_t)(head.confirmed_us % 1000000),
+                       r->confirmed_at);
 }
 
 static int mem_get(pay_store *s, const char *id, pay_record *out)
@@ -139,11 +167,12 @@ static int mem_get(pay_store *s, const char *id, pay_record *out)
   mem_store *m = (mem_store *)s;
   uint32_t h = hash_id(id);
   weft_mutex_lock(&m->mu);
-  mem_rec *r = m->slots[probe_locked(m, h, id)];
-  if (r)
-    unpack(r, out);
+  size_t i = probe_locked(m, h, id);
+  bool found = m->tags[i] != 0;
+  if (found)
+    unpack(rec_at(m, m->refs[i]), out);
   weft_mutex_unlock(&m->mu);
-  return r ? 0 : -ENOENT;
+  return found ? 0 : -ENOENT;
 }
 
 static int mem_insert(pay_store *s, const pay_record *rec)
@@ -154,26 +183,25 @@ static int mem_insert(pay_store *s, const pay_record *rec)
   if (!pay_timestamp_parse(rec->confirmed_at, &sec, &usec))
     return -EIO; /* not a time this store can keep */
   size_t id = strlen(rec->id) + 1, account = strlen(rec->account) + 1;
-  uint32_t h = hash_id(rec->id);
+  uint32_t h = hash_id(rec->id), ref = 0;
   int rc = 0;
   weft_mutex_lock(&m->mu);
   if ((m->used + 1) * 4 > m->nslots * 3)
     rc = grow_locked(m) ? -EIO : 0;
   size_t slot = rc ? 0 : probe_locked(m, h, rec->id);
-  mem_rec *p = NULL;
-  if (!rc && m->slots[slot])
+  char *p = NULL;
+  if (!rc && m->tags[slot])
     rc = -EEXIST;
-  else if (!rc && !(p = alloc_locked(m, sizeof *p + id + account)))
+  else if (!rc && !(p = alloc_locked(m, REC_HEAD + id + account, &ref)))
     rc = -EIO;
   if (p) {
-    *p = (mem_rec){.amount_cents = rec->amount_cents,
-                   .confirmed_sec = sec,
-                   .confirmed_usec = usec,
-                   .hash = h};
-    memcpy(p->currency, rec->currency, sizeof p->currency);
-    memcpy(p->text, rec->id, id);
-    memcpy(p->text + id, rec->account, account);
-    m->slots[slot] = p;
+    struct rec_head head = {.amount_cents = rec->amount_cents,
+                            .confirmed_us = sec * 1000000 + usec};
+    memcpy(head.currency, rec->currency, 3);
+    memcpy(p, &head, REC_HEAD);
+    memcpy(p + REC_HEAD, rec->id, id);
+    memcpy(p + REC_HEAD + id, rec->account, account);
+    m->refs[slot] = ref;
     m->tags[slot] = tag_of(h);
     m->used++;
   }
@@ -184,11 +212,10 @@ static int mem_insert(pay_store *s, const pay_record *rec)
 static int mem_close(pay_store *s)
 {
   mem_store *m = (mem_store *)s;
-  for (mem_chunk *c = m->chunks, *prev; c; c = prev) {
-    prev = c->prev;
-    free(c);
-  }
-  free(m->slots);
+  for (size_t i = 0; i < m->nchunks; i++)
+    free(m->chunks[i]);
+  free(m->chunks);
+  free(m->refs);
   free(m->tags);
   free(m);
   return 0;
@@ -202,18 +229,18 @@ static const pay_store_ops mem_ops = {.name = "memory",
 int pay_store_memory_open(pay_store **out)
 {
   mem_store *m = calloc(1, sizeof *m);
-  mem_rec **slots = calloc(MEM_INITIAL_SLOTS, sizeof *slots);
+  uint32_t *refs = malloc(MEM_INITIAL_SLOTS * sizeof *refs);
   uint16_t *tags = calloc(MEM_INITIAL_SLOTS, sizeof *tags);
-  if (!m || !slots || !tags) {
+  if (!m || !refs || !tags) {
     free(m);
-    free(slots);
+    free(refs);
     free(tags);
     return -ENOMEM;
   }
-  m->tags = tags;
   m->base.ops = &mem_ops;
   weft_mutex_init(&m->mu);
-  m->slots = slots;
+  m->refs = refs;
+  m->tags = tags;
   m->nslots = MEM_INITIAL_SLOTS;
   *out = &m->base;
   return 0;
