@@ -164,13 +164,31 @@ void weft__url_free(struct weft__url *u)
   u->host = u->target = NULL;
 }
 
+/* Built by copying, not snprintf: an HTTP client request computes it two or three times. */
 int weft__url_authority(const struct weft__url *u, bool with_port, char *buf, size_t len)
 {
   bool port = with_port || u->port != (u->https ? 443 : 80);
-  const char *lb = u->host_is_v6 ? "[" : "", *rb = u->host_is_v6 ? "]" : "";
-  int n = port ? snprintf(buf, len, "%s%s%s:%d", lb, u->host, rb, u->port)
-               : snprintf(buf, len, "%s%s%s", lb, u->host, rb);
-  return n < 0 || (size_t)n >= len ? -ENOSPC : n;
+  char digits[8], *d = digits + sizeof digits;
+  for (unsigned p = (unsigned)u->port; port && (d == digits + sizeof digits || p); p /= 10)
+    *--d = (char)('0' + p % 10);
+  size_t host = strlen(u->host), ndigits = (size_t)(digits + sizeof digits - d);
+  size_t n = host + (u->host_is_v6 ? 2 : 0) + (port ? 1 + ndigits : 0);
+  if (n >= len)
+    return -ENOSPC;
+  char *o = buf;
+  if (u->host_is_v6)
+    *o++ = '[';
+  memcpy(o, u->host, host);
+  o += host;
+  if (u->host_is_v6)
+    *o++ = ']';
+  if (port) {
+    *o++ = ':';
+    memcpy(o, d, ndigits);
+    o += ndigits;
+  }
+  *o = '\0';
+  return (int)n;
 }
 
 /* ---- reference resolution (RFC 3986 section 5.2) ---- */

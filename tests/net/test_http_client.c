@@ -395,6 +395,16 @@ static void test_url_parse(void **state)
   assert_int_equal(weft__url_parse("https://h?x=1", &u), 0);
   assert_int_equal(u.port, 443);
   assert_string_equal(u.target, "/?x=1");
+  assert_int_equal(weft__url_authority(&u, false, auth, sizeof auth), 1); /* default port */
+  assert_string_equal(auth, "h");
+  assert_int_equal(weft__url_authority(&u, true, auth, sizeof auth), 5);
+  assert_string_equal(auth, "h:443");
+  assert_int_equal(weft__url_authority(&u, true, auth, 5), -ENOSPC); /* no room for NUL */
+  assert_int_equal(weft__url_authority(&u, true, auth, 6), 5);
+  weft__url_free(&u);
+  assert_int_equal(weft__url_parse("http://10.0.0.1:1/", &u), 0);
+  assert_int_equal(weft__url_authority(&u, false, auth, sizeof auth), 10);
+  assert_string_equal(auth, "10.0.0.1:1");
   weft__url_free(&u);
   const char *bad[] = {"ftp://h/",       "http://",       "http:///x",     "http://h:0/",
                        "http://h:65536", "http://h:8x/",  "http://[::1/",  "http://[zz]/",
