@@ -533,6 +533,84 @@ static void test_crashed_claim(void **state)
   stop_daemon(&d);
 }
 
+/* A confirmation posted in the background (a thread), for a job that outlives its lease. */
+struct background_post {
+  pthread_t thread;
+  int port;
+  const char *id, *body;
+  struct resp r;
+};
+
+static void *background_post_main(void *arg)
+{
+  struct background_post *b = arg;
+  post(b->port, b->id, b->body, &b->r);
+  return NULL;
+}
+
+/* Wait until id's row reads want (e.g. its pending claim); false after 5 s. */
+static bool wait_row(PGconn *c, const char *id, const char *want)
+{
+  char got[512];
+  for (int i = 0; i < 500; i++) {
+    row_of(c, id, got, sizeof got);
+    if (strcmp(got, want) == 0)
+      return true;
+    usleep(10000);
+  }
+  return false;
+}
+
+/* A claim lost to a takeover: the job of the first process sleeps past its lease (expired
+ * here by hand), a second process takes the id over and confirms it; the first one's
+ * completion then finds its claim gone and answers from what is stored: 409 conflict for
+ * other values, a replay for the same ones. The row holds the second process's record. */
+static void test_lost_claim(void **state)
+{
+  (void)state;
+  struct daemon slow, fast;
+  start_daemon(&slow, ARGS("--workers", "2", "--work-ms", "1500"));
+  start_daemon(&fast, ARGS("--workers", "2"));
+  PGconn *c = pg_open(pg_db_url);
+  static const char OTHER[] =
+      "{\"amount_cents\":1250,\"currency\":\"EUR\",\"account\":\"acct-2\"}";
+  const char *bodies[] = {OTHER, GOOD};
+  const char *ids[] = {"lost-conflict", "lost-replay"};
+  for (int k = 0; k < 2; k++) {
+    struct background_post b = {.port = slow.port, .id = ids[k], .body = GOOD};
+    assert_int_equal(pthread_create(&b.thread, NULL, background_post_main, &b), 0);
+    assert_true(wait_row(c, ids[k], "pending 1250 EUR acct-1 -")); /* claimed, sleeping */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE payments SET claim_expires = now() - interval '1 second' WHERE id = '%s'",
+             ids[k]);
+    pg_do(c, sql);
+    struct resp r;
+    post(fast.port, ids[k], bodies[k], &r); /* takes the expired claim over */
+    assert_int_equal(r.status, 200);
+    assert_false(r.replayed);
+    char want[512], got[512];
+    row_promised(&r, want, sizeof want);
+    json_decref(r.json);
+    pthread_join(b.thread, NULL);
+    if (k == 0) {
+      assert_true(is_error(&b.r, 409, "conflict"));
+    } else {
+      assert_int_equal(b.r.status, 200);
+      assert_true(b.r.replayed);
+      char also[512];
+      row_promised(&b.r, also, sizeof also);
+      assert_string_equal(also, want); /* the record the second process stored */
+    }
+    json_decref(b.r.json);
+    row_of(c, ids[k], got, sizeof got);
+    assert_string_equal(got, want);
+  }
+  PQfinish(c);
+  stop_daemon(&slow);
+  stop_daemon(&fast);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -545,6 +623,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_connections_cut, setup, teardown),
       cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crashed_claim, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lost_claim, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
