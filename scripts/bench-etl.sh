@@ -15,7 +15,8 @@
 # event = (utime + stime) / N), peak RSS, and the three upstreams' CPU during the run
 # (from /proc/PID/stat before and after: the same work for both, not in the pipeline's
 # CPU per event). Every run goes to stderr; a markdown table of medians and the ratios
-# weft / Go goes to stdout.
+# weft / Go goes to stdout, then the median of each round's weft / Go ratio (a round's two
+# runs are back to back, which the VM's changes of speed between rounds do not disturb).
 #
 # Environment:
 #   QUICK=1                    4,000 events, 1 round
@@ -201,3 +202,22 @@ for lat in $latencies; do
 done
 echo "($nevents events from a file, SQLite sink, three weft-upstream processes on loopback;" \
   "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)"
+# A round's weft and Go runs are back to back, in one state of the machine (this VM changes
+# speed by a third now and then): the median of the rounds' ratios survives such a change,
+# the ratio of the medians may not.
+if [[ " $programs " == *" weft "* && " $programs " == *" go "* ]]; then
+  echo
+  for lat in $latencies; do
+    read -r -a we <<<"${eps[weft.$lat]}"
+    read -r -a ge <<<"${eps[go.$lat]}"
+    read -r -a wc <<<"${cpu[weft.$lat]}"
+    read -r -a gc <<<"${cpu[go.$lat]}"
+    er="" cr=""
+    for i in "${!we[@]}"; do
+      er+="$(ratio "${we[$i]}" "${ge[$i]:-0}") "
+      cr+="$(ratio "${wc[$i]}" "${gc[$i]:-0}") "
+    done
+    echo "latency $lat, weft / Go by round: events/s ${er}-> median $(echo "$er" | median);" \
+      "CPU per event ${cr}-> median $(echo "$cr" | median)"
+  done
+fi
