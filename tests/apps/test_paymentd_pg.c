@@ -12,8 +12,6 @@
  * under a fresh temporary directory; requests go over plain blocking sockets with receive
  * timeouts, one connection each, from threads when they must overlap; every child is
  * killed in teardown, so a test is bounded in time. */
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -22,18 +20,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include "child.h"
 #include "coro_check.h"
 #include "fixture.h"
+#include "http.h"
 #include "pgtest.h"
 #include "weft_test.h"
 
@@ -47,79 +41,19 @@ static long pg_count(PGconn *c, const char *where)
   return n;
 }
 
-/* ---- HTTP over plain sockets ---- */
+/* ---- HTTP (the harness's client, http.h) ---- */
 
-/* Its own small client rather than http.h's: the body read to the close, only what these
- * tests look at kept (json_decref(r.json) frees it), a 30 s receive timeout. */
-struct resp {
-  int status;    /* 0: no response */
-  bool replayed; /* Idempotent-Replayed: true */
-  json_t *json;  /* the body, when it is JSON */
-};
-
-static int connect_to(int port)
+static bool replayed(const struct resp *r)
 {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  struct timeval tv = {30, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-/* Send a request with Connection: close on fd and read the response to the close. */
-static void exchange(int fd, const char *method, const char *path, const char *body,
-                     struct resp *r)
-{
-  char req[1024];
-  int n = snprintf(req, sizeof req,
-                   "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
-                   "Content-Length: %zu\r\n\r\n%s",
-                   method, path, body ? "Content-Type: application/json\r\n" : "",
-                   body ? strlen(body) : 0, body ? body : "");
-  memset(r, 0, sizeof *r);
-  if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
-    return;
-  char buf[16384];
-  size_t len = 0;
-  for (ssize_t got;
-       len < sizeof buf - 1 && (got = recv(fd, buf + len, sizeof buf - 1 - len, 0));) {
-    if (got < 0 && errno == EINTR)
-      continue;
-    if (got < 0)
-      break;
-    len += (size_t)got;
-  }
-  buf[len] = '\0';
-  char *end = strstr(buf, "\r\n\r\n");
-  if (!end || sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1)
-    return;
-  *end = '\0';
-  r->replayed = strcasestr(buf, "\r\nIdempotent-Replayed: true") != NULL;
-  r->json = json_loads(end + 4, 0, NULL);
-}
-
-static void http(int port, const char *method, const char *path, const char *body,
-                 struct resp *r)
-{
-  memset(r, 0, sizeof *r);
-  int fd = connect_to(port);
-  if (fd < 0)
-    return;
-  exchange(fd, method, path, body, r);
-  close(fd);
+  const char *v = header(r, "Idempotent-Replayed");
+  return v && strcmp(v, "true") == 0;
 }
 
 static void post(int port, const char *id, const char *body, struct resp *r)
 {
   char path[128];
   snprintf(path, sizeof path, "/v1/payments/%s/confirm", id);
-  http(port, "POST", path, body, r);
+  http(port, "POST", path, JSON_CT, body, r);
 }
 
 static const char *jstr(const struct resp *r, const char *key)
@@ -167,9 +101,10 @@ static void wait_up(struct daemon *d)
 {
   for (int64_t end = mono_ms() + 30000;;) {
     struct resp r;
-    http(d->port, "GET", "/healthz", NULL, &r);
-    json_decref(r.json);
-    if (r.status == 200)
+    http(d->port, "GET", "/healthz", NULL, NULL, &r);
+    int status = r.status;
+    resp_free(&r);
+    if (status == 200)
       return;
     if (wait_exit(d, 0) || mono_ms() > end) {
       kill_daemon(d);
@@ -194,8 +129,8 @@ static void stop_daemon(struct daemon *d)
   for (int64_t end = mono_ms() + 30000; !wait_exit(d, 100);) {
     if (TSAN) {
       struct resp r;
-      http(d->port, "GET", "/healthz", NULL, &r);
-      json_decref(r.json);
+      http(d->port, "GET", "/healthz", NULL, NULL, &r);
+      resp_free(&r);
     }
     if (mono_ms() > end) {
       kill_daemon(d);
@@ -266,7 +201,7 @@ static void test_basics(void **state)
   start_daemon(&d, ARGS("--workers", "2"));
   post(d.port, "pg-1", GOOD, &r);
   assert_int_equal(r.status, 200);
-  assert_false(r.replayed);
+  assert_false(replayed(&r));
   assert_string_equal(jstr(&r, "status"), "confirmed");
   assert_int_equal(jint(&r, "amount_cents"), 1250);
   char want[512], got[512];
@@ -274,24 +209,24 @@ static void test_basics(void **state)
 
   post(d.port, "pg-1", GOOD, &r2);
   assert_int_equal(r2.status, 200);
-  assert_true(r2.replayed);
+  assert_true(replayed(&r2));
   assert_string_equal(jstr(&r2, "confirmed_at"), jstr(&r, "confirmed_at"));
-  json_decref(r2.json);
+  resp_free(&r2);
 
   post(d.port, "pg-1", "{\"amount_cents\":1251,\"currency\":\"EUR\",\"account\":\"acct-1\"}",
        &r2);
   assert_true(is_error(&r2, 409, "conflict"));
-  json_decref(r2.json);
+  resp_free(&r2);
 
-  http(d.port, "GET", "/v1/payments/pg-1", NULL, &r2);
+  http(d.port, "GET", "/v1/payments/pg-1", NULL, NULL, &r2);
   assert_int_equal(r2.status, 200);
-  assert_false(r2.replayed);
+  assert_false(replayed(&r2));
   assert_string_equal(jstr(&r2, "account"), "acct-1");
   assert_string_equal(jstr(&r2, "confirmed_at"), jstr(&r, "confirmed_at"));
-  json_decref(r2.json);
-  http(d.port, "GET", "/v1/payments/pg-unknown", NULL, &r2);
+  resp_free(&r2);
+  http(d.port, "GET", "/v1/payments/pg-unknown", NULL, NULL, &r2);
   assert_true(is_error(&r2, 404, "not_found"));
-  json_decref(r2.json);
+  resp_free(&r2);
 
   stop_daemon(&d);
   PGconn *c = pg_open(pg_db_url);
@@ -299,7 +234,7 @@ static void test_basics(void **state)
   assert_string_equal(got, want);
   assert_int_equal(pg_count(c, "true"), 1);
   PQfinish(c);
-  json_decref(r.json);
+  resp_free(&r);
 }
 
 /* An unusable store at start: one line on stderr naming it, exit 2 (nothing listens). */
@@ -363,7 +298,7 @@ static void test_connections_cut(void **state)
     struct resp r;
     post(d.port, id, GOOD, &r);
     if (r.status == 200) {
-      assert_false(r.replayed);
+      assert_false(replayed(&r));
       row_promised(&r, want, sizeof want);
       row_of(c, id, got, sizeof got);
       if (strcmp(want, got) != 0)
@@ -375,7 +310,7 @@ static void test_connections_cut(void **state)
     failed += r.status != 200;
     if (i == BEFORE + AFTER - 1 && r.status != 200)
       fail_msg("still failing %d requests after the cut", AFTER);
-    json_decref(r.json);
+    resp_free(&r);
   }
   fprintf(stderr, "connections cut: %d of %d requests after it failed with 500\n", failed,
           AFTER);
@@ -416,7 +351,8 @@ static void *pair_side_run(void *arg)
     int fd = connect_to(ps->side->port);
     pthread_barrier_wait(ps->go); /* both connected: send together */
     if (fd >= 0) {
-      exchange(fd, "POST", path, body, &ps->side->r[i]);
+      write_req(fd, "POST", path, JSON_CT, body, strlen(body), true);
+      read_resp(fd, &ps->side->r[i]);
       close(fd);
     }
     pthread_barrier_wait(ps->go);
@@ -455,21 +391,21 @@ static void test_two_processes(void **state)
   int64_t took = mono_ms() - t0;
 
   PGconn *c = pg_open(pg_db_url);
-  int in_progress = 0, replayed = 0, conflict = 0;
+  int in_progress = 0, replays = 0, conflict = 0;
   char id[64], body[256], want[512], got[512];
   for (int i = 0; i < IDS; i++) {
     id_body(i, 0, id, sizeof id, body, sizeof body);
     struct resp *a = &sides[0].r[i], *b = &sides[1].r[i];
-    bool plain_a = a->status == 200 && !a->replayed, plain_b = b->status == 200 && !b->replayed;
+    bool plain_a = a->status == 200 && !replayed(a), plain_b = b->status == 200 && !replayed(b);
     if (plain_a == plain_b)
       fail_msg("%s: answers %d%s and %d%s: want exactly one plain 200", id, a->status,
-               a->replayed ? " replayed" : "", b->status, b->replayed ? " replayed" : "");
+               replayed(a) ? " replayed" : "", b->status, replayed(b) ? " replayed" : "");
     struct resp *won = plain_a ? a : b, *other = plain_a ? b : a;
     bool same = i % 5 != 0;
     if (is_error(other, 409, "in_progress"))
       in_progress++;
-    else if (same && other->status == 200 && other->replayed)
-      replayed++;
+    else if (same && other->status == 200 && replayed(other))
+      replays++;
     else if (!same && is_error(other, 409, "conflict"))
       conflict++;
     else
@@ -481,13 +417,13 @@ static void test_two_processes(void **state)
     row_of(c, id, got, sizeof got);
     if (strcmp(want, got) != 0)
       fail_msg("%s: the plain 200 promised \"%s\", the table holds \"%s\"", id, want, got);
-    json_decref(a->json);
-    json_decref(b->json);
+    resp_free(a);
+    resp_free(b);
   }
   fprintf(stderr,
           "two processes, %d ids in %lld ms: second answers %d in_progress, %d replayed, "
           "%d conflict\n",
-          IDS, (long long)took, in_progress, replayed, conflict);
+          IDS, (long long)took, in_progress, replays, conflict);
   assert_int_equal(pg_count(c, "true"), IDS);
   assert_int_equal(pg_count(c, "state <> 'confirmed'"), 0);
   if (in_progress < IDS / 10)
@@ -511,22 +447,22 @@ static void test_crashed_claim(void **state)
            " now() - interval '1 second'), ('busy', 'pending', 1250, 'EUR', 'acct-1',"
            " 'cafe', now() + interval '1 hour')");
   struct resp r;
-  http(d.port, "GET", "/v1/payments/dead", NULL, &r);
+  http(d.port, "GET", "/v1/payments/dead", NULL, NULL, &r);
   assert_true(is_error(&r, 404, "not_found")); /* a pending row is no record */
-  json_decref(r.json);
+  resp_free(&r);
   post(d.port, "dead", GOOD, &r);
   assert_int_equal(r.status, 200);
-  assert_false(r.replayed);
+  assert_false(replayed(&r));
   char want[512], got[512];
   row_promised(&r, want, sizeof want);
   row_of(c, "dead", got, sizeof got);
   assert_string_equal(got, want);
   assert_non_null(strstr(got, "confirmed 1250 EUR acct-1 "));
-  json_decref(r.json);
+  resp_free(&r);
 
   post(d.port, "busy", GOOD, &r);
   assert_true(is_error(&r, 409, "in_progress"));
-  json_decref(r.json);
+  resp_free(&r);
   row_of(c, "busy", got, sizeof got);
   assert_string_equal(got, "pending 1250 EUR acct-1 -");
   PQfinish(c);
@@ -588,21 +524,21 @@ static void test_lost_claim(void **state)
     struct resp r;
     post(fast.port, ids[k], bodies[k], &r); /* takes the expired claim over */
     assert_int_equal(r.status, 200);
-    assert_false(r.replayed);
+    assert_false(replayed(&r));
     char want[512], got[512];
     row_promised(&r, want, sizeof want);
-    json_decref(r.json);
+    resp_free(&r);
     pthread_join(b.thread, NULL);
     if (k == 0) {
       assert_true(is_error(&b.r, 409, "conflict"));
     } else {
       assert_int_equal(b.r.status, 200);
-      assert_true(b.r.replayed);
+      assert_true(replayed(&b.r));
       char also[512];
       row_promised(&b.r, also, sizeof also);
       assert_string_equal(also, want); /* the record the second process stored */
     }
-    json_decref(b.r.json);
+    resp_free(&b.r);
     row_of(c, ids[k], got, sizeof got);
     assert_string_equal(got, want);
   }
