@@ -35,7 +35,8 @@
 #include "store.h"
 #include "timestamp.h"
 
-#define SHARDS        64 /* a power of two; picked by the hash's top bits */
+#define SHARD_BITS    6 /* the hash's top bits pick the shard */
+#define SHARDS        (1 << SHARD_BITS)
 #define INITIAL_SLOTS 64 /* per shard (4,096 in all); a power of two */
 
 /* A record is its head, packed (REC_HEAD bytes, no padding), then its id and account as
@@ -79,12 +80,11 @@ static uint32_t hash_id(const char *id)
   return (uint32_t)(h ^ (h >> 32));
 }
 
-/* The shard: the hash's top 6 bits (the slot index uses the low ones). */
+/* The shard: the hash's top SHARD_BITS (the slot index uses the low ones). */
 static mem_shard *shard_of(mem_store *m, uint32_t h)
 {
-  return &m->shards[h >> (32 - 6)];
+  return &m->shards[h >> (32 - SHARD_BITS)];
 }
-_Static_assert(SHARDS == 1 << 6, "shard_of takes 6 bits");
 
 /* 16 bits of the hash beside the slot index's, never 0: a probe passes a slot of another
  * tag without reading its record (a cache miss per record otherwise; a miss runs through

@@ -15,11 +15,9 @@
  * once (confirmed: replay or conflict; claimed elsewhere: 409 in_progress), then
  * completes the claim after --work-ms, or drops it when the job fails. The set still
  * turns local duplicates away without a round trip to the database. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "paymentd.h"
 #include "timestamp.h"
